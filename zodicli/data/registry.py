@@ -1,0 +1,184 @@
+"""The dataset registry: ``open_dataset("acdc:fog:val")`` -> a :class:`Dataset`.
+
+A spec is ``NAME[:ARG[:ARG]]``. Each dataset type registers itself with its name, aliases and
+expected folder layout (printed when a root is missing or malformed). Roots resolve, per dataset,
+from ``ZODI_<NAME>_ROOT``, else ``<data root>/<folder>``, where the data root is ``--data-root``,
+then ``$ZODI_DATA``, then ``./data``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from . import classsets
+from .images import key_of, read_label, read_rgb
+
+
+@dataclass(frozen=True)
+class DatasetType:
+    name: str
+    aliases: tuple[str, ...]
+    folder: str          # default folder name under the data root ("" = none)
+    usage: str           # spec syntax, e.g. "acdc:COND[:SPLIT]"
+    layout: str          # expected layout, one line
+    factory: Callable    # (args: list[str], root: Path | None, **opts) -> Dataset
+
+
+REGISTRY: dict[str, DatasetType] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register(name: str, *, aliases=(), folder="", usage="", layout=""):
+    def deco(factory):
+        REGISTRY[name] = DatasetType(name, tuple(aliases), folder, usage or name, layout, factory)
+        for a in (name, *aliases):
+            ALIASES[a] = name
+        return factory
+    return deco
+
+
+class Dataset:
+    """Items in sorted key order. ``image(key)`` -> (H, W, 3) uint8; ``label(key)`` -> (H, W)
+    uint8 train ids with 255 = ignore, or ``None`` when the split has no labels."""
+
+    spec: str = ""
+    classes = property(lambda self: classsets.load("cityscapes19"))
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def image(self, key: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def label(self, key: str) -> np.ndarray | None:
+        raise NotImplementedError
+
+    @property
+    def has_labels(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def fingerprint(self) -> str:
+        """Identity of the item list (name, spec, keys); recorded as an input of every output."""
+        h = hashlib.sha256(type(self).__name__.encode())
+        for k in self.keys():
+            h.update(k.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+
+class FileDataset(Dataset):
+    """Images and labels as files. ``pairs`` maps key -> (image path, label path or None);
+    ``decode`` turns a stored label array into train ids."""
+
+    def __init__(self, spec: str, pairs: dict[str, tuple[Path, Path | None]], decode: Callable[[np.ndarray], np.ndarray]):
+        self.spec = spec
+        self._pairs = pairs
+        self._keys = sorted(pairs)
+        self._decode = decode
+
+    def keys(self):
+        return self._keys
+
+    def paths(self, key: str) -> tuple[Path, Path | None]:
+        try:
+            return self._pairs[key]
+        except KeyError:
+            raise InputError(f"{self.spec} has no item {key!r}", "check the key") from None
+
+    def image(self, key):
+        return read_rgb(self.paths(key)[0])
+
+    def label(self, key):
+        path = self.paths(key)[1]
+        return None if path is None else self._decode(read_label(path))
+
+    @property
+    def has_labels(self):
+        return any(lbl is not None for _, lbl in self._pairs.values())
+
+
+def decode_label_ids(a: np.ndarray) -> np.ndarray:
+    """Cityscapes/GTA5 label ids -> train ids."""
+    return classsets.label_id_to_train_id()[a.astype(np.intp) & 0xFF] if a.max(initial=0) < 256 else _bad_ids(a)
+
+
+def decode_train_ids(a: np.ndarray) -> np.ndarray:
+    out = a.astype(np.uint8)
+    out[(a >= 19) & (a != 255)] = 255
+    return out
+
+
+def _bad_ids(a):
+    raise InputError(f"label ids up to {int(a.max())} found where Cityscapes label ids (< 34) were expected",
+                     "check the label encoding of the dataset")
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("ZODI_DATA") or "data")
+
+
+def dataset_root(dtype: DatasetType, explicit=None) -> Path:
+    env = os.environ.get(f"ZODI_{dtype.name.upper()}_ROOT")
+    return Path(env) if env else data_root(explicit) / dtype.folder
+
+
+def missing_layout(dtype: DatasetType, root: Path, what: str) -> InputError:
+    return InputError(
+        f"{dtype.name}: {what} under {root}; expected layout: {dtype.layout}",
+        f"pass --data-root, set ZODI_DATA or ZODI_{dtype.name.upper()}_ROOT",
+    )
+
+
+def scan(dtype: DatasetType, root: Path, pattern: str, label_of: Callable[[Path], Path | None], require_labels=True):
+    """Glob ``pattern`` under ``root`` and pair each image with ``label_of(image)``."""
+    if not root.is_dir():
+        raise missing_layout(dtype, root, "root folder does not exist")
+    pairs = {}
+    for img in root.glob(pattern):
+        key = key_of(img)
+        if key in pairs:
+            raise InputError(f"{dtype.name}: two images share the key {key!r} ({pairs[key][0]} and {img})",
+                             "keys are file names without suffixes and must be unique")
+        lbl = label_of(img)
+        if lbl is not None and not lbl.is_file():
+            if require_labels:
+                raise missing_layout(dtype, root, f"label file {lbl} for {img.name} is missing")
+            lbl = None
+        pairs[key] = (img, lbl)
+    if not pairs:
+        raise missing_layout(dtype, root, f"no images match {pattern}")
+    return pairs
+
+
+def _load_all() -> None:
+    from . import acdc, cityscapes, flat, folder, toyset  # noqa: F401  (they register themselves)
+
+
+def open_dataset(spec: str, data_root: str | os.PathLike | None = None, allow_partial: bool = False) -> Dataset:
+    """Open a dataset by spec, e.g. ``cs:val``, ``acdc:fog:val``, ``gta``, ``h5:out/syn.h5``, ``toy:fog:val``."""
+    _load_all()
+    if not spec:
+        raise InputError("empty dataset spec", "e.g. cityscapes:val, acdc:fog:val, gta5, h5:FILE, toy:fog:val")
+    name, _, rest = spec.partition(":")
+    if name not in ALIASES:
+        raise InputError(f"unknown dataset {name!r} in {spec!r}", f"known: {', '.join(sorted(REGISTRY))} (see 'zodi datasets list')")
+    dtype = REGISTRY[ALIASES[name]]
+    args = rest.split(":") if rest and dtype.name not in ("h5",) else ([rest] if rest else [])
+    ds = dtype.factory(args, data_root=data_root, dtype=dtype, allow_partial=allow_partial)
+    ds.spec = spec
+    return ds
+
+
+def split_arg(args: list[str], i: int, default: str, choices: tuple[str, ...], dtype: DatasetType) -> str:
+    value = args[i] if len(args) > i and args[i] else default
+    if value not in choices:
+        raise InputError(f"{dtype.name}: unknown split or condition {value!r}", f"usage: {dtype.usage}; choose from {', '.join(choices)}")
+    return value
