@@ -1,0 +1,186 @@
+"""The artifact store: resume, refusal, locking, sharding, merging, and kill -9 safety."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from zodicli.errors import ConflictError, InputError
+from zodicli.store import Artifact, ArtifactWriter
+from zodicli.store.shards import find_shards, merge_shards, parse_shard, shard_keys, shard_path
+
+HELPER = Path(__file__).parent / "helpers" / "slow_writer.py"
+KEYS = [f"k{i:02d}" for i in range(10)]
+
+
+def write_all(path, keys=KEYS, settings=None, shard=None, batch=3, **kw):
+    with ArtifactWriter(shard_path(path, shard), "test", settings or {"a": 1}, {"src": "x"}, shard_keys(keys, shard), shard=shard, **kw) as w:
+        todo = w.todo
+        for i in range(0, len(todo), batch):
+            ks = todo[i:i + batch]
+            w.write(ks, {"x": [np.full((2, 3), int(k[1:]), np.int16) for k in ks]})
+        return todo
+
+
+def contents(path):
+    a = Artifact(path)
+    return a.keys, {f: [a.get(f, k) for k in a.keys] for f in a.fields}
+
+
+def same_contents(p, q):
+    (ka, fa), (kb, fb) = contents(p), contents(q)
+    return ka == kb and fa.keys() == fb.keys() and all(
+        all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(fa[f], fb[f])) for f in fa)
+
+
+def test_rerun_skips_finished_and_complete_file_returns_at_once(tmp_path):
+    out = tmp_path / "a.h5"
+    assert write_all(out) == KEYS
+    assert write_all(out) == []
+    a = Artifact(out)
+    assert a.complete and a.meta["n_items"] == 10 and a.keys == sorted(KEYS)
+    assert a.get("x", "k07").tolist() == [[7, 7, 7], [7, 7, 7]]
+
+
+def test_partial_run_resumes_to_identical_output(tmp_path):
+    with ArtifactWriter(tmp_path / "p.h5", "test", {"a": 1}, {"src": "x"}, KEYS) as w:
+        w.write(["k03", "k01"], {"x": [np.full((2, 3), 3, np.int16), np.full((2, 3), 1, np.int16)]})
+    with pytest.raises(InputError, match=r"incomplete \(2/10 items\).*--allow-partial"):
+        Artifact(tmp_path / "p.h5")
+    assert Artifact(tmp_path / "p.h5", allow_partial=True).keys == ["k01", "k03"]
+    assert write_all(tmp_path / "p.h5") == [k for k in KEYS if k not in ("k01", "k03")]
+    write_all(tmp_path / "q.h5", batch=1)
+    assert same_contents(tmp_path / "p.h5", tmp_path / "q.h5")
+
+
+def test_other_settings_are_refused_naming_the_difference(tmp_path):
+    out = tmp_path / "a.h5"
+    write_all(out, settings={"strength": 0.6, "batch_size": 4})
+    write_all(out, settings={"strength": 0.6, "batch_size": 1})      # runtime setting: fine
+    with pytest.raises(ConflictError, match=r"strength: 0\.6 -> 0\.7.*--overwrite"):
+        write_all(out, settings={"strength": 0.7, "batch_size": 4})
+    assert write_all(out, settings={"strength": 0.7}, overwrite=True) == KEYS
+    assert Artifact(out).meta["settings"] == {"strength": 0.7}
+
+
+def test_other_inputs_are_refused(tmp_path):
+    out = tmp_path / "a.h5"
+    write_all(out)
+    with pytest.raises(ConflictError, match="inputs changed: src"):
+        with ArtifactWriter(out, "test", {"a": 1}, {"src": "y"}, KEYS):
+            pass
+
+
+def test_ragged_fields_and_nested_groups(tmp_path):
+    out = tmp_path / "r.h5"
+    with ArtifactWriter(out, "test", {}, {}, ["a", "b"]) as w:
+        w.write(["b"], {"img": [np.zeros((3, 4))], "features/s8": [np.ones(2, np.float16)]})
+        w.write(["a"], {"img": [np.ones((5, 4))], "features/s8": [np.zeros(2, np.float16)]})
+    a = Artifact(out)
+    assert a.fields == ["features/s8", "img"]
+    assert a.get("img", "a").shape == (5, 4) and a.get("img", "b").shape == (3, 4)
+    with h5py.File(out) as f:
+        assert f["img"].attrs["ragged"] and f["features/s8"].shape == (2, 2)
+        assert [k.decode() for k in f["keys"][()]] == ["a", "b"]
+
+
+def test_shard_merge_equals_unsharded(tmp_path):
+    write_all(tmp_path / "full.h5")
+    for i in range(3):
+        write_all(tmp_path / "m.h5", shard=(i, 3), settings={"a": 1, "shard": f"{i}/3"})
+    assert find_shards(tmp_path / "m.h5")[0] == 3
+    assert merge_shards(tmp_path / "m.h5") == {"out": str(tmp_path / "m.h5"), "shards": 3, "items": 10}
+    assert same_contents(tmp_path / "full.h5", tmp_path / "m.h5")
+    full, merged = Artifact(tmp_path / "full.h5").meta, Artifact(tmp_path / "m.h5").meta
+    assert merged["fingerprint"] == full["fingerprint"] and merged["settings_hash"] == full["settings_hash"]
+    assert merged["shard"] == "" and merged["complete"]
+
+
+def test_merge_refuses_missing_incomplete_or_mismatched_shards(tmp_path):
+    out = tmp_path / "m.h5"
+    write_all(out, shard=(0, 3))
+    with pytest.raises(InputError, match=r"2 of 3 shards are missing: m\.shard-1-of-3\.h5, m\.shard-2-of-3\.h5"):
+        merge_shards(out)
+    write_all(out, shard=(1, 3), settings={"a": 2})
+    with ArtifactWriter(shard_path(out, (2, 3)), "test", {"a": 1}, {"src": "x"}, shard_keys(KEYS, (2, 3)), shard=(2, 3)):
+        pass
+    with pytest.raises(InputError, match=r"shard m\.shard-1-of-3\.h5 was made with other settings.*a: 1 -> 2"):
+        merge_shards(out)
+    write_all(out, shard=(1, 3), overwrite=True)
+    with pytest.raises(InputError, match=r"m\.shard-2-of-3\.h5 is incomplete \(0/3 items\).*--shard 2/3"):
+        merge_shards(out)
+
+
+def test_parse_shard():
+    assert parse_shard(None) is None and parse_shard("0/1") is None
+    assert parse_shard("2/4") == (2, 4)
+    assert shard_keys(list("abcdefg"), (1, 3)) == ["b", "e"]
+    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "3"}) == (2, 4)
+    assert parse_shard("auto", {"RANK": "1", "WORLD_SIZE": "2"}) == (1, 2)
+    for bad in ("4/4", "-1/2", "1of2"):
+        with pytest.raises(InputError):
+            parse_shard(bad)
+    with pytest.raises(InputError, match="SLURM_ARRAY_TASK_ID"):
+        parse_shard("auto", {})
+    assert shard_path("out/x.h5", (0, 2)).name == "x.shard-0-of-2.h5"
+
+
+def _start(out, n, delay):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, str(HELPER), str(out), str(n), str(delay)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+    out = tmp_path / "busy.h5"
+    proc = _start(out, 50, 0.2)
+    try:
+        assert proc.stdout.readline().strip() == "item000"
+        with pytest.raises(ConflictError, match=rf"busy\.h5 is being written by pid {proc.pid} on .*zodi test"):
+            with ArtifactWriter(out, "test", {"seed": 3}, {"src": "synthetic"}, ["item000"]):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_9_at_random_points_never_loses_finished_items(tmp_path):
+    """12 runs killed at random moments (during start-up, mid-write, between items), each resuming
+    the previous; every item a run reported as written must survive, the file must always open,
+    and the finished file must equal an uninterrupted run's."""
+    n = 80
+    out = tmp_path / "killed.h5"
+    rnd = random.Random(1234)
+    reported: set[str] = set()
+    kills = 0
+    for trial in range(12):
+        proc = _start(out, n, 0.01)
+        if trial % 4 == 0:
+            time.sleep(rnd.uniform(0.0, 0.4))              # somewhere in start-up or the first items
+        else:
+            for _ in range(rnd.randint(1, 5)):             # after some items, at a random offset
+                reported.add(proc.stdout.readline().strip())
+            time.sleep(rnd.uniform(0.0, 0.015))
+        proc.send_signal(signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        kills += proc.returncode == -signal.SIGKILL
+        reported.update(stdout.split())
+        if out.exists():
+            with h5py.File(out, "r") as f:          # never corrupt: always opens
+                assert f.attrs["zodi_command"] == "test"
+        with ArtifactWriter(out, "test", {"seed": 3}, {"src": "synthetic"}, [f"item{i:03d}" for i in range(n)]) as w:
+            assert reported.isdisjoint(w.todo), "an item reported as written was lost"
+    assert kills >= 10
+    assert _start(out, n, 0).wait() == 0
+    assert _start(tmp_path / "clean.h5", n, 0).wait() == 0
+    assert Artifact(out).complete
+    assert same_contents(out, tmp_path / "clean.h5")
+    assert not Path(str(out) + ".parts").exists()
