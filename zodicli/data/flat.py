@@ -49,10 +49,15 @@ class SynthiaDataset(FileDataset):
 
 
 def read_png16(path) -> np.ndarray:
-    """SYNTHIA's 16-bit multi-channel PNGs (Pillow reads only single-channel 16-bit)."""
-    import imageio.v3 as iio
+    """SYNTHIA's 16-bit multi-channel PNGs: (H, W, planes) uint16. Pillow silently keeps only the
+    high byte of 16-bit RGB, which turns every class id into 0; pypng reads them exactly."""
+    import png
 
-    return np.asarray(iio.imread(path))
+    try:
+        w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+        return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, info["planes"])
+    except (png.Error, OSError) as e:
+        raise InputError(f"{path} is not a readable PNG ({e})", "re-extract SYNTHIA's GT/LABELS") from None
 
 
 @register("synthia", folder="synthia", usage="synthia[:all|SPLIT]",

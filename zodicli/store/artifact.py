@@ -152,9 +152,7 @@ class Artifact:
         self.path = Path(path)
         if not self.path.is_file():
             hint = "run the command that makes it first"
-            if self.path.with_name(self.path.name[:-3] + ".shard-0-of-2.h5").exists() or list(
-                self.path.parent.glob(self.path.name.removesuffix(".h5") + ".shard-*-of-*.h5")
-            ):
+            if list(self.path.parent.glob(self.path.name.removesuffix(".h5") + ".shard-*-of-*.h5")):
                 hint = f"its shards exist: run 'zodi merge {self.path}'"
             raise InputError(f"artifact {self.path} does not exist", hint)
         self._file: h5py.File | None = None

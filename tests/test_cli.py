@@ -1,0 +1,151 @@
+"""The command line: help without torch, one-line errors with exit codes, config files, evaluate."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from zodicli.cli import COMMANDS
+
+HELP_ARGS = [[]] + [[c] for c in COMMANDS] + [["baseline", "fit"], ["baseline", "predict"], ["datasets", "list"],
+                                             ["datasets", "check"], ["datasets", "make-toy"]]
+
+
+def test_every_help_answers_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from zodicli.cli import cli\n"
+        f"for args in {HELP_ARGS!r}:\n"
+        "    try:\n"
+        "        cli.main(args + ['--help'], prog_name='zodi')\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (args, e.code)\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'h5py') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.fixture
+def baseline_preds(cli, toy_env, tmp_path):
+    model, preds = tmp_path / "bl.npz", tmp_path / "p.h5"
+    assert cli("baseline", "fit", "--train", "toy:clear:train", "--out", model)[0] == 0
+    assert cli("baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", preds)[0] == 0
+    return model, preds
+
+
+def _one_error_line(code, err, expected_code, pattern):
+    lines = err.strip().splitlines()
+    assert code == expected_code, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("zodi: error: ") and pattern in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_clear_line(cli, toy_env, tmp_path, baseline_preds):
+    model, preds = baseline_preds
+    notzodi = tmp_path / "plain.h5"
+    with h5py.File(notzodi, "w") as f:
+        f["x"] = 1
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    (tmp_path / "bad.yaml").write_text("classes: synthia16\nbogus: 1\n")
+    (tmp_path / "broken.yaml").write_text("pred: [unclosed\n")
+    cases = [
+        (["evaluate", "--pred", tmp_path / "missing.h5", "--dataset", "toy:clear:val"], "artifact", "does not exist"),
+        (["evaluate", "--pred", preds, "--dataset", "nosuch:val"], "unknown dataset", "known:"),
+        (["evaluate", "--pred", preds, "--dataset", "cs:val", "--data-root", tmp_path / "empty"], "expected layout: cityscapes/leftImg8bit", "ZODI_DATA"),
+        (["evaluate", "--pred", preds, "--dataset", "acdc:smog:val"], "unknown split or condition 'smog'", "fog, night, rain, snow"),
+        (["evaluate", "--pred", preds, "--dataset", "toy:fog:val"], "have no prediction", "GOPR"),
+        (["evaluate", "--pred", preds, "--dataset", "toy:clear:train"], "have no prediction", "toytown_"),
+        (["info", notzodi], "not a zodi artifact", ""),
+        (["info", tmp_path / "junk.h5"], "not a readable HDF5 file", ""),
+        (["baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", tmp_path / "s.h5", "--shard", "5/2"], "out of range", "0 <= i < N"),
+        (["baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", tmp_path / "s.h5", "--shard", "a/b"], "not of the form i/N", ""),
+        (["baseline", "predict", "--model", tmp_path / "nomodel.npz", "--src", "toy:clear:val", "--out", tmp_path / "s.h5"], "does not exist", "baseline fit"),
+        (["evaluate", "--config", tmp_path / "bad.yaml", "--pred", preds, "--dataset", "toy:clear:val"], "unknown option(s) for 'evaluate': bogus", ""),
+        (["evaluate", "--config", tmp_path / "broken.yaml", "--pred", preds, "--dataset", "toy:clear:val"], "not valid YAML", "line"),
+        (["merge", tmp_path / "never.h5"], "no shards of", "--shard i/N"),
+        (["evaluate", "--pred", tmp_path / "nopreds", "--dataset", "folder:" + str(tmp_path / "noimgs")], "image folder", "does not exist"),
+        (["baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", preds, "--batch-size", "3"], "", ""),
+    ]
+    for args, must, also in cases[:-1]:
+        code, out, err = cli(*args)
+        _one_error_line(code, err, 1, must)
+        assert also in err, (args, err)
+    # a re-run with another batch size reuses everything: not an error
+    code, out, err = cli(*cases[-1][0])
+    assert code == 0 and "0 computed, 4 reused" in out
+
+
+def test_settings_mismatch_and_incomplete_input_refused(cli, toy_env, tmp_path, baseline_preds):
+    model, preds = baseline_preds
+    code, _, err = cli("baseline", "predict", "--model", model, "--src", "toy:fog:val", "--out", preds)
+    _one_error_line(code, err, 1, "was made with other settings: src: 'toy:clear:val' -> 'toy:fog:val'")
+    assert "--overwrite" in err
+    assert cli("baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", tmp_path / "half.h5", "--shard", "0/2")[0] == 0
+    code, _, err = cli("evaluate", "--pred", tmp_path / "half.h5", "--dataset", "toy:clear:val")
+    _one_error_line(code, err, 1, "its shards exist: run 'zodi merge")
+    code, _, err = cli("evaluate", "--pred", tmp_path / "half.shard-0-of-2.h5", "--dataset", "toy:clear:val")
+    _one_error_line(code, err, 1, "2 of 4 ground-truth images of toy:clear:val have no prediction")
+    # an interrupted artifact is refused downstream unless --allow-partial
+    from zodicli.store import Artifact, ArtifactWriter
+
+    full = Artifact(preds)
+    with ArtifactWriter(tmp_path / "cut.h5", "baseline predict", {}, {}, full.keys) as w:
+        w.write(full.keys[:1], {"preds": [full.get("preds", 0)]})
+    code, _, err = cli("evaluate", "--pred", tmp_path / "cut.h5", "--dataset", "toy:clear:val")
+    _one_error_line(code, err, 1, "cut.h5 is incomplete (1/4 items)")
+    code, out, err = cli("evaluate", "--pred", tmp_path / "cut.h5", "--dataset", "toy:clear:val", "--allow-partial", "--json")
+    assert code == 0 and json.loads(out)["n_images"] == 1
+    code, _, err = cli("merge", tmp_path / "half.h5")
+    _one_error_line(code, err, 1, "1 of 2 shards are missing: half.shard-1-of-2.h5")
+
+
+def test_usage_errors_exit_2(cli):
+    code, _, err = cli("evaluate", "--dataset", "cs:val")
+    assert code == 2 and "Missing option '--pred'" in err
+    assert cli("nosuchcommand")[0] == 2
+
+
+def test_internal_errors_are_one_line_unless_debug():
+    code = ("import zodicli.store.artifact as a\n"
+            "a.library_versions = lambda: 1 / 0\n"
+            "from zodicli.cli import main\n"
+            "main(['env'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "zodi: internal error: ZeroDivisionError: division by zero (re-run with ZODI_DEBUG=1 for a traceback and report it)"]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "ZODI_DEBUG": "1"})
+    assert r.returncode == 1 and "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
+
+
+def test_config_file_supplies_options_and_command_line_wins(cli, toy_env, tmp_path, baseline_preds):
+    _, preds = baseline_preds
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"pred: {preds}\ndataset: toy:fog:val\nreport-dir: {tmp_path / 'rep'}\n")
+    code, out, _ = cli("evaluate", "--config", cfg, "--dataset", "toy:clear:val", "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert res["dataset"] == "toy:clear:val" and res["report_dir"] == str(tmp_path / "rep")
+
+
+def test_evaluate_end_to_end_writes_report(cli, toy_env, baseline_preds):
+    _, preds = baseline_preds
+    code, out, _ = cli("evaluate", "--pred", preds, "--dataset", "toy:clear:val", "--json")
+    assert code == 0
+    res = json.loads(out)
+    rep = preds.with_name("p.eval")
+    saved = json.loads((rep / "metrics.json").read_text())
+    cm = np.load(rep / "confusion.npy")
+    assert cm.shape == (19, 20) and int(cm.sum()) == res["n_pixels"] == saved["n_pixels"]
+    assert saved["miou"] == pytest.approx(res["miou"]) and res["n_images"] == 4
+    assert (rep / "confusion.png").stat().st_size > 1000
+    assert (rep / "confusion.csv").read_text().splitlines()[0].endswith(",bicycle,ignore")
+    code, out, _ = cli("evaluate", "--pred", preds, "--dataset", "toy:clear:val")
+    assert "mIoU" in out and f"{res['miou']:6.2f}" in out
