@@ -107,7 +107,9 @@ class FileDataset(Dataset):
 
 def decode_label_ids(a: np.ndarray) -> np.ndarray:
     """Cityscapes/GTA5 label ids -> train ids."""
-    return classsets.label_id_to_train_id()[a.astype(np.intp) & 0xFF] if a.max(initial=0) < 256 else _bad_ids(a)
+    if a.dtype != np.uint8 and a.max(initial=0) >= 256:
+        _bad_ids(a)
+    return np.take(classsets.label_id_to_train_id(), a)
 
 
 def decode_train_ids(a: np.ndarray) -> np.ndarray:

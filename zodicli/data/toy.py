@@ -307,6 +307,10 @@ def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int
     from .toy_styles import render
 
     out = Path(out)
+    manifest = {"generator": "zodi toy city v1", "n_train": n_train, "n_val": n_val, "seed": seed,
+                "width": width, "height": height, "conditions": list(conditions)}
+    if (out / "toy.json").is_file() and json.loads((out / "toy.json").read_text()) == manifest:
+        return manifest                     # deterministic: an identical city is already there
     colors = classsets.label_id_colors()
     counts = {"train": n_train, "val": n_val}
     total = sum(counts.values()) * len(conditions)
@@ -334,7 +338,5 @@ def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int
                 done += 1
                 if progress:
                     progress(done, total)
-    manifest = {"generator": "zodi toy city v1", "n_train": n_train, "n_val": n_val, "seed": seed,
-                "width": width, "height": height, "conditions": list(conditions)}
     (out / "toy.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -19,19 +19,18 @@ class ConfusionMatrix:
     def __init__(self, num_classes: int):
         self.num_classes = c = num_classes
         self.counts = np.zeros((c, c + 1), np.int64)
-        # Lookup tables: gt -> row (C = dump row, dropped), pred -> column (C = "ignore").
-        self._gt_lut = np.full(65536, c, np.intp)
-        self._gt_lut[:c] = np.arange(c)
-        self._pred_lut = self._gt_lut.copy()
 
     def update(self, pred: np.ndarray, gt: np.ndarray, key: str = "") -> None:
+        """Add one image: ``pred`` and ``gt`` are (H, W) integer ids at the same resolution."""
         if pred.shape != gt.shape:
-            raise InputError(f"prediction {pred.shape[::-1][-2:] if pred.ndim == 2 else pred.shape} and ground truth "
-                             f"{gt.shape[::-1]} differ in size{f' for {key!r}' if key else ''}",
+            where = f" for {key!r}" if key else ""
+            raise InputError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in size{where}",
                              "predict at full ground-truth resolution (upsample logits, then argmax)")
         c = self.num_classes
-        idx = self._gt_lut[gt.ravel()] * (c + 1) + self._pred_lut[pred.ravel()]
-        self.counts += np.bincount(idx, minlength=(c + 1) * (c + 1)).reshape(c + 1, c + 1)[:c]
+        # One pass: a 256x256 joint histogram of (gt, pred) bytes, then folded into C x (C + 1).
+        hist = np.bincount(((_as_u8(gt).astype(np.uint16) << 8) | _as_u8(pred)).ravel(), minlength=65536).reshape(256, 256)
+        self.counts[:, :c] += hist[:c, :c]
+        self.counts[:, c] += hist[:c, c:].sum(1)
 
     def merge(self, other: "ConfusionMatrix") -> None:
         self.counts += other.counts
@@ -61,3 +60,10 @@ class ConfusionMatrix:
             "acc": {names[i]: float(acc[i]) for i in ids},
             "n_pixels": int(valid),
         }
+
+
+def _as_u8(a: np.ndarray) -> np.ndarray:
+    """Ids as bytes; anything >= 255 becomes 255 (ignore), which only ever lands outside 0..C-1."""
+    if a.dtype == np.uint8:
+        return a
+    return np.minimum(a, 255).astype(np.uint8)

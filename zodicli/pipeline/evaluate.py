@@ -51,7 +51,7 @@ class _Predictions:
 
 
 def evaluate(pred: str, dataset: str, classes: str = "cityscapes19", pred_encoding: str = "trainid",
-             data_root=None, allow_partial: bool = False, report_dir=None, workers: int = 4) -> dict:
+             data_root=None, allow_partial: bool = False, report_dir=None, workers: int | None = None) -> dict:
     """Accumulate one confusion matrix over ``dataset`` and score it.
 
     ``classes``: cityscapes19, synthia16/13 (subsets scored on the 19-class matrix) or madm11/9
@@ -75,6 +75,9 @@ def evaluate(pred: str, dataset: str, classes: str = "cityscapes19", pred_encodi
     if extra:
         print(f"zodi: note: {extra} prediction(s) have no ground truth in {dataset} and are not scored", file=sys.stderr)
 
+    import os
+
+    workers = workers or min(4, os.cpu_count() or 1)
     remap = cset.remap
     cm = ConfusionMatrix(cset.num_classes)
 
