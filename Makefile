@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=5
 
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo.sh $(DEMO)
