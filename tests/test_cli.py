@@ -149,3 +149,41 @@ def test_evaluate_end_to_end_writes_report(cli, toy_env, baseline_preds):
     assert (rep / "confusion.csv").read_text().splitlines()[0].endswith(",bicycle,ignore")
     code, out, _ = cli("evaluate", "--pred", preds, "--dataset", "toy:clear:val")
     assert "mIoU" in out and f"{res['miou']:6.2f}" in out
+
+
+def test_outputs_do_not_depend_on_batch_size_or_sharding(cli, toy_env, tmp_path, baseline_preds, monkeypatch):
+    from zodicli.store import Artifact
+
+    model, preds = baseline_preds
+    args = ["baseline", "predict", "--model", model, "--src", "toy:clear:val"]
+    assert cli(*args, "--out", tmp_path / "b1.h5", "--batch-size", "1")[0] == 0
+    for i in range(3):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(i))
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+        code, out, err = cli(*args, "--out", tmp_path / "sh.h5", "--shard", "auto", "--batch-size", "2", "--json")
+        assert code == 0 and json.loads(out)["out"].endswith(f"sh.shard-{i}-of-3.h5"), err
+    assert cli("merge", tmp_path / "sh.h5")[0] == 0
+    ref = Artifact(preds)
+    for other in (Artifact(tmp_path / "b1.h5"), Artifact(tmp_path / "sh.h5")):
+        assert other.keys == ref.keys and other.meta["fingerprint"] == ref.meta["fingerprint"]
+        for f in ("preds", "confidence"):
+            assert all(np.array_equal(ref.get(f, k), other.get(f, k)) for k in ref.keys)
+
+
+def test_artifact_reader_survives_fork(tmp_path):
+    import multiprocessing as mp
+
+    from zodicli.store import Artifact, ArtifactWriter
+
+    with ArtifactWriter(tmp_path / "a.h5", "t", {}, {}, ["a", "b"]) as w:
+        w.write(["a", "b"], {"x": [np.arange(3), np.arange(3) * 2]})
+    art = Artifact(tmp_path / "a.h5")
+    art.get("x", "a")                                   # the parent has an open handle
+    with mp.get_context("fork").Pool(2) as pool:
+        sums = pool.map(_sum_item, [(art, "a"), (art, "b")])
+    assert sums == [3, 6]
+
+
+def _sum_item(arg):
+    art, key = arg
+    return int(art.get("x", key).sum())
