@@ -18,6 +18,7 @@ from .errors import ZodiError, debug_enabled, one_line
 # name -> (module, one-line help). Help text lives here so `zodi --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("zodicli.commands.evaluate", "Score predictions against ground truth (mIoU, accuracies, confusion matrix)."),
+    "train-seg": ("zodicli.commands.train_seg", "Train a segmenter: source-only, ZoDi adaptation, self-training, adversarial."),
     "baseline": ("zodicli.commands.baseline", "Fit and apply a pixel-colour baseline segmenter (the demo's floor)."),
     "merge": ("zodicli.commands.merge", "Merge the shards of a sharded run into one artifact."),
     "info": ("zodicli.commands.info", "Show an artifact's schema, settings, provenance and completeness."),
@@ -51,6 +52,9 @@ class LazyGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"zodi: error: {one_line(str(e))}", err=True)
             ctx.exit(e.exit_code)
+        except BrokenPipeError:           # `zodi ... | head`: the reader left; not an error
+            sys.stderr.close()
+            ctx.exit(0)
         except KeyboardInterrupt:
             click.echo("zodi: interrupted; finished items are kept, re-run the same command to resume", err=True)
             ctx.exit(130)

@@ -1,0 +1,54 @@
+"""Segment a dataset with a train-seg checkpoint into a ``preds`` artifact (per-item, resumable,
+shardable). ``evaluate --checkpoint`` scores the result; ``pseudolabel`` builds on it."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..data.registry import open_dataset
+from .loop import run_per_item
+
+
+def file_fingerprint(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def default_out(checkpoint, dataset: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in dataset)
+    return Path(checkpoint).with_name(f"{Path(checkpoint).stem}.preds-{safe}.h5")
+
+
+def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, flip=False, batch_size=1,
+            device="auto", amp="none", shard=None, overwrite=False, data_root=None, allow_partial=False,
+            settings: dict | None = None) -> dict:
+    """Write ``preds`` (H, W) uint8 train ids and ``confidence`` (H, W) float16 for every item of ``src``."""
+    from ..runtime import amp_dtype, choose_device
+    from ..seg.checkpoint import model_from_checkpoint
+    from ..seg.infer import Predictor
+
+    dev = choose_device(device)
+    model, state = model_from_checkpoint(checkpoint, dev)
+    ds = open_dataset(src, data_root=data_root, allow_partial=allow_partial)
+    predictor = Predictor(model, dev, size=size, window=window, stride=stride, flip=flip, amp=amp_dtype(amp))
+
+    def work(keys):
+        images = [ds.image(k) for k in keys]
+        preds, confs = [None] * len(keys), [None] * len(keys)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
+            by_shape.setdefault(im.shape, []).append(i)
+        for idx in by_shape.values():          # batch only images of the same size
+            p, c = predictor.predict([images[i] for i in idx])
+            for j, i in enumerate(idx):
+                preds[i], confs[i] = p[j], c[j]
+        return {"preds": preds, "confidence": confs}
+
+    settings = settings or {"checkpoint": str(checkpoint), "src": src, "size": size, "window": window,
+                            "stride": stride, "flip": flip, "amp": amp}
+    inputs = {"src": ds.fingerprint(), "checkpoint": file_fingerprint(checkpoint)}
+    return run_per_item(out, "predict", settings, inputs, ds.keys(), work, batch_size=batch_size,
+                        shard=shard, overwrite=overwrite)

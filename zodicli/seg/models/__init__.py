@@ -1,0 +1,37 @@
+"""Segmentation models, by name: ``build_model("deeplabv3plus_r50", num_classes=19)``.
+
+Every model maps images (N, 3, H, W), normalised with ImageNet mean/std, to
+``{"logits": (N, C, H/s, W/s), "features": (N, D, h, w)}``: ``features`` is the last backbone stage
+(ZoDi's f4, used by the feature-similarity loss and the adversarial discriminator).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ...errors import InputError
+
+MODELS: dict[str, Callable] = {}
+
+
+def register_model(name: str):
+    def deco(fn):
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+def _load_all():
+    from . import deeplabv3plus, refinenet, segformer  # noqa: F401
+
+
+def model_names() -> list[str]:
+    _load_all()
+    return sorted(MODELS)
+
+
+def build_model(name: str, num_classes: int = 19, output_stride: int | None = None, pretrained: str | None = None):
+    """Build a registered model; ``pretrained`` is a local backbone weight file or folder."""
+    _load_all()
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}", f"choose one of: {', '.join(sorted(MODELS))}")
+    return MODELS[name](num_classes=num_classes, output_stride=output_stride, pretrained=pretrained)
