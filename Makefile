@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python recipes/bench/bench_evaluate.py
+	$(BIN)/python recipes/bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) out

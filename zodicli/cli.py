@@ -18,11 +18,14 @@ from .errors import ZodiError, debug_enabled, one_line
 # name -> (module, one-line help). Help text lives here so `zodi --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("zodicli.commands.evaluate", "Score predictions against ground truth (mIoU, accuracies, confusion matrix)."),
+    "invert": ("zodicli.commands.invert", "Invert source images into diffusion latents (ZoDi, edit-friendly DDPM, DDIM)."),
+    "translate": ("zodicli.commands.translate", "Translate source images to a target domain, keeping their layout (ZoDi, SGG)."),
     "train-seg": ("zodicli.commands.train_seg", "Train a segmenter: source-only, ZoDi adaptation, self-training, adversarial."),
     "baseline": ("zodicli.commands.baseline", "Fit and apply a pixel-colour baseline segmenter (the demo's floor)."),
     "merge": ("zodicli.commands.merge", "Merge the shards of a sharded run into one artifact."),
     "info": ("zodicli.commands.info", "Show an artifact's schema, settings, provenance and completeness."),
     "datasets": ("zodicli.commands.datasets", "List datasets, check a root's layout, make the toy city."),
+    "models": ("zodicli.commands.models", "List model presets; make the tiny random stack for tests and demos."),
     "env": ("zodicli.commands.env", "Print versions and devices (for bug reports)."),
 }
 

@@ -29,3 +29,24 @@ def confusion_png(path, counts: np.ndarray, names, cell: int = 22) -> None:
         d.text((margin_l + j * cell + 4, margin_t - 16), "ign" if j == c else str(j), fill="black")
     d.text((margin_l, 4), "ground truth (rows) vs prediction (columns), % of row", fill="black")
     im.save(path)
+
+
+def contact_sheet(path, rows, palette_name: str = "cityscapes") -> None:
+    """One row per item: source | label colours | translation (all scaled to the translation's size)."""
+    from PIL import Image, ImageDraw
+
+    from ..diffusion.layout import palette, resize_image
+
+    lut = palette(palette_name)
+    tiles = []
+    for key, src, label, out in rows:
+        h, w = out.shape[:2]
+        src = resize_image(src, (h, w)) if src is not None else np.zeros_like(out)
+        tiles.append(np.concatenate([src, lut[label], out], 1))
+    sheet = Image.fromarray(np.concatenate(tiles, 0))
+    d = ImageDraw.Draw(sheet)
+    y = 0
+    for (key, *_), tile in zip(rows, tiles):
+        d.text((3, y + 2), str(key), fill="white")
+        y += tile.shape[0]
+    sheet.save(path)

@@ -1,0 +1,182 @@
+"""Loading Stable Diffusion (+ ControlNet) from local folders, single checkpoint files or named
+presets (``recipes/models.yaml``, resolved under ``$ZODI_MODELS``), and the :class:`Stack` the
+algorithms call: text encoding, VAE encode/decode, and the guided noise prediction ε̂.
+
+Nothing here touches the network: every ``from_pretrained`` runs with ``local_files_only``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+OBTAIN = ("download it on a machine with network access (e.g. `huggingface-cli download <repo> --local-dir DIR`) "
+          "and copy it here; zodi never downloads")
+
+
+def models_root() -> Path:
+    return Path(os.environ.get("ZODI_MODELS", "models"))
+
+
+def presets() -> dict:
+    import yaml
+
+    path = Path(os.environ.get("ZODI_PRESETS", RECIPES / "models.yaml"))
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def resolve(spec: str) -> tuple[Path, Path | None]:
+    """A preset name or a path -> (path, optional config folder for single files)."""
+    table = presets()
+    if spec in table:
+        entry = table[spec]
+        root = models_root()
+        cfg = entry.get("config")
+        return root / entry["path"], (root / cfg if cfg else None)
+    return Path(spec), None
+
+
+def _missing(what: str, path: Path, spec: str) -> InputError:
+    via = f" (preset '{spec}' under $ZODI_MODELS={models_root()})" if spec in presets() else ""
+    return InputError(f"{what} not found at {path}{via}", OBTAIN)
+
+
+class Stack:
+    """The loaded models plus the schedule constants (ᾱ_t as float64)."""
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, controlnet=None,
+                 device="cpu", dtype=torch.float32):
+        from diffusers import DDIMScheduler
+
+        self.unet, self.vae, self.text_encoder, self.tokenizer, self.controlnet = unet, vae, text_encoder, tokenizer, controlnet
+        self.device, self.dtype = torch.device(device), dtype
+        for m in (unet, vae, text_encoder, controlnet):
+            if m is not None:
+                m.to(self.device) if dtype == torch.float32 else m.to(self.device, dtype)
+                m.eval().requires_grad_(False)
+        sched = DDIMScheduler.from_config(scheduler_config)
+        self.alphas_cumprod = sched.alphas_cumprod.to(torch.float64)                # ᾱ_t, t = 0..T-1
+        self.final_alpha = 1.0 if sched.config.set_alpha_to_one else float(self.alphas_cumprod[0])
+        self.num_train_timesteps = sched.config.num_train_timesteps
+        self.prediction_type = sched.config.prediction_type
+        self.vae_scale = vae.config.scaling_factor
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.size_multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+
+    def alpha(self, t: int) -> float:
+        """ᾱ_t; t < 0 means the end of sampling (ᾱ_0 under SD's set_alpha_to_one=False)."""
+        return self.final_alpha if t < 0 else float(self.alphas_cumprod[t])
+
+    # -- encoders -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def text(self, prompts: list[str]) -> torch.Tensor:
+        """(N, L, D) CLIP text embeddings."""
+        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode(self, images: list[np.ndarray], generators: list[torch.Generator]) -> torch.Tensor:
+        """uint8 (H, W, 3) images -> z0 = scale · a posterior sample, (N, 4, H/f, W/f) float32.
+        Each item's sample uses its own generator (CPU), so batching does not change it."""
+        x = torch.stack([torch.tensor(im).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
+        dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
+        noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=g) for g in generators]).to(self.device, dist.mean.dtype)
+        return ((dist.mean + dist.std * noise) * self.vae_scale).float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> list[np.ndarray]:
+        """(N, 4, h, w) latents -> uint8 (H, W, 3) images (clipped)."""
+        x = self.vae.decode((z / self.vae_scale).to(self.dtype)).sample.float()
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return list(x)
+
+    # -- the noise predictor -------------------------------------------------------------------
+    def model_output(self, z, t: int, emb, control=None, control_scale: float = 1.0):
+        """Raw UNet output (ε or v) for a batch at one timestep; ControlNet residuals if ``control``."""
+        tt = torch.full((z.shape[0],), t, device=self.device, dtype=torch.long)
+        zin = z.to(self.dtype)
+        extra = {}
+        if control is not None:
+            if self.controlnet is None:
+                raise InputError("a control image was given but no ControlNet is loaded", "pass --controlnet")
+            down, mid = self.controlnet(zin, tt, encoder_hidden_states=emb, controlnet_cond=control.to(self.dtype),
+                                        conditioning_scale=control_scale, return_dict=False)
+            extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        return self.unet(zin, tt, encoder_hidden_states=emb, **extra).sample.float()
+
+    def to_eps(self, out, z, t: int):
+        """ε from the model output: v-prediction checkpoints need ε = √ᾱ·v + √(1−ᾱ)·z."""
+        if self.prediction_type == "epsilon":
+            return out
+        if self.prediction_type == "v_prediction":
+            a = self.alpha(t)
+            return a ** 0.5 * out + (1 - a) ** 0.5 * z
+        raise InputError(f"prediction type {self.prediction_type!r} is not supported", "use an epsilon or v-prediction model")
+
+    def eps(self, z, t: int, cond, uncond=None, guidance: float = 1.0, control=None, control_scale=1.0):
+        """ε̂ with classifier-free guidance on the text only (the control image goes to both branches):
+        ε̂ = ε(∅) + g·(ε(c) − ε(∅)). ``cond``/``uncond``: (N, L, D); ``control``: (N, 3, H, W) in [0, 1]."""
+        if uncond is None or guidance == 1.0:
+            return self.to_eps(self.model_output(z, t, cond, control, control_scale), z, t)
+        zz = torch.cat([z, z])
+        cc = None if control is None else torch.cat([control, control])
+        out = self.to_eps(self.model_output(zz, t, torch.cat([uncond, cond]), cc, control_scale), zz, t)
+        e_u, e_c = out.chunk(2)
+        return e_u + guidance * (e_c - e_u)
+
+
+def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=torch.float32,
+               model_config: str | None = None, vae_tiling: bool = False) -> Stack:
+    """Load SD (+ ControlNet) from a diffusers folder, a single .ckpt/.safetensors file, or a preset."""
+    from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path, cfg = resolve(model)
+    cfg = Path(model_config) if model_config else cfg
+    if not path.exists():
+        raise _missing("Stable Diffusion model", path, model)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
+            raise InputError(f"{path} is not a diffusers pipeline folder (no model_index.json, no unet/)",
+                             "pass the folder that holds unet/, vae/, text_encoder/, tokenizer/, scheduler/")
+        kw = dict(local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
+        text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw)
+        tok = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
+        sched_cfg = _read_json(path / "scheduler" / "scheduler_config.json")
+    else:
+        if path.suffix not in (".ckpt", ".safetensors"):
+            raise InputError(f"{path} is neither a folder nor a .ckpt/.safetensors file", "pass a diffusers folder or a checkpoint file")
+        if cfg is None or not cfg.is_dir():
+            raise InputError(f"single-file checkpoint {path} needs a local config folder",
+                             "pass --model-config DIR (a diffusers folder of the same architecture, e.g. stable-diffusion-v1-5)")
+        pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(cfg), local_files_only=True,
+                                                        safety_checker=None, requires_safety_checker=False)
+        unet, vae, text, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        sched_cfg = dict(pipe.scheduler.config)
+    cn = None
+    if controlnet:
+        cpath, _ = resolve(controlnet)
+        if not cpath.exists():
+            raise _missing("ControlNet", cpath, controlnet)
+        cn = (ControlNetModel.from_pretrained(cpath, local_files_only=True) if cpath.is_dir()
+              else ControlNetModel.from_single_file(str(cpath), local_files_only=True))
+    if vae_tiling:
+        vae.enable_tiling()
+        vae.enable_slicing()
+    return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype)
+
+
+def _read_json(p: Path) -> dict:
+    import json
+
+    if not p.is_file():
+        raise InputError(f"{p} is missing", "the pipeline folder is incomplete; copy it again")
+    return json.loads(p.read_text())

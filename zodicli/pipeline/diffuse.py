@@ -1,0 +1,285 @@
+"""The invert and translate steps: datasets or inversion artifacts in, artifacts out, per item.
+
+Each item's randomness comes from a CPU generator seeded by (seed, key) and consumed in a fixed
+order (VAE posterior sample, encoding noise, per-step noise), so outputs do not depend on batch
+size, order, device placement of the noise, or sharding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.registry import open_dataset
+from ..errors import InputError
+from ..runtime import key_seed
+from .loop import run_per_item
+
+NEGATIVE = "lower quality, worst quality"
+
+
+def domain_presets() -> dict:
+    import yaml
+
+    from ..diffusion.models import RECIPES
+
+    path = RECIPES / "zodi" / "domains.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+@dataclass
+class DiffusionSettings:
+    """Settings shared by invert and translate (resolved: presets applied, defaults filled)."""
+
+    src: str
+    out: str
+    model: str = "sd15"
+    controlnet: str | None = "controlnet-seg"
+    model_config: str | None = None
+    domain: str | None = None
+    prompt: str | None = None
+    prompt_suffix: str = ", best quality"
+    negative_prompt: str = NEGATIVE
+    strength: float | None = None
+    steps: int | None = None
+    guidance_scale: float = 9.0
+    eta: float = 1.0
+    method: str = "zodi"
+    exact_timestep: bool = False
+    palette: str = "cityscapes"
+    control_scale: float = 1.0
+    short_side: int = 512
+    size: tuple[int, int] | None = None
+    full_res: bool = False
+    skip: int = 0
+    noise_dtype: str = "fp32"
+    label_guidance: str = "none"
+    segmenter: str | None = None
+    sgg_scale: float = 1.0
+    preview: int = 0
+    seed: int = 0
+    batch_size: int = 1
+    device: str = "auto"
+    dtype: str = "fp32"
+    vae_tiling: bool = False
+    data_root: str | None = None
+    allow_partial: bool = False
+
+    def resolve(self) -> "DiffusionSettings":
+        """Apply the --domain preset to fields left unset, then the built-in defaults."""
+        if self.domain:
+            table = domain_presets()
+            if self.domain not in table:
+                raise InputError(f"unknown --domain {self.domain!r}", f"choose one of: {', '.join(table)}")
+            for k, v in table[self.domain].items():
+                if getattr(self, k) is None:
+                    setattr(self, k, v)
+        if not self.prompt:
+            raise InputError("no prompt given", "pass --prompt TEXT or --domain fog|night|rain|snow|game")
+        self.strength = 0.6 if self.strength is None else self.strength
+        self.steps = 20 if self.steps is None else self.steps
+        if not 0 < self.strength <= 1:
+            raise InputError(f"--strength {self.strength} must be in (0, 1]", "e.g. 0.6 (fog) or 0.9 (night)")
+        if self.method not in ("zodi", "ddpm", "ddim"):
+            raise InputError(f"unknown --method {self.method!r}", "use zodi, ddpm or ddim")
+        if self.label_guidance == "sgg" and not self.segmenter:
+            raise InputError("--guidance sgg needs --segmenter CKPT", "pass a checkpoint written by 'zodi train-seg'")
+        return self
+
+
+def _dtype(name: str):
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in table:
+        raise InputError(f"unknown --dtype {name!r}", "use fp32, fp16 or bf16")
+    return table[name]
+
+
+def _stack(s: DiffusionSettings, need_control: bool):
+    from ..diffusion.models import load_stack
+    from ..runtime import choose_device
+
+    dev = choose_device(s.device)
+    if s.dtype == "fp16" and dev.type == "cpu":
+        raise InputError("--dtype fp16 on the CPU", "use fp32 or bf16 on the CPU")
+    return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config, s.vae_tiling)
+
+
+def generators(seed: int, keys: list[str]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(key_seed(seed, k)) for k in keys]
+
+
+def _size_for(s: DiffusionSettings, stack, hw) -> tuple[int, int]:
+    from ..diffusion.layout import check_size, processing_size
+
+    if s.size:
+        check_size(s.size, stack.size_multiple)
+        return tuple(s.size)
+    return processing_size(hw[0], hw[1], s.short_side, stack.size_multiple)
+
+
+def _groups(items: list[int], sizes: list[tuple]) -> list[list[int]]:
+    """Indices grouped by processing size (only same-sized items share a forward pass)."""
+    out: dict[tuple, list[int]] = {}
+    for i in items:
+        out.setdefault(tuple(sizes[i]), []).append(i)
+    return list(out.values())
+
+
+def _text(stack, s: DiffusionSettings, n: int):
+    cond = stack.text([s.prompt + s.prompt_suffix]).expand(n, -1, -1)
+    uncond = stack.text([s.negative_prompt]).expand(n, -1, -1)
+    return cond, uncond
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) -> dict:
+    """zodi invert: per item z0, the start latent, the timesteps, (ddpm) the noise maps, the
+    labels at processing size and the source size, so translate needs nothing else."""
+    from ..diffusion.ddim_inversion import ddim_invert
+    from ..diffusion.ddpm_inversion import ddpm_invert
+    from ..diffusion.layout import control_image, resize_image, resize_label
+    from ..diffusion.schedule import kept_timesteps
+    from ..diffusion.zodi_transfer import encode_timestep, zodi_encode
+
+    s.resolve()
+    ds = open_dataset(s.src, s.data_root, s.allow_partial)
+    if not ds.has_labels:
+        raise InputError(f"{s.src} has no labels", "ControlNet-seg needs label maps; use a labelled split")
+    stack = _stack(s, need_control=bool(s.controlnet))
+    ts = kept_timesteps(s.steps, s.strength, stack.num_train_timesteps)
+    noise_dtype = np.float16 if s.noise_dtype == "fp16" else np.float32
+
+    @torch.no_grad()
+    def work(keys):
+        images = [ds.image(k) for k in keys]
+        labels = [ds.label(k) for k in keys]
+        sizes = [_size_for(s, stack, im.shape[:2]) for im in images]
+        out = {"z0": [None] * len(keys), "start": [None] * len(keys), "timesteps": [], "labels": [None] * len(keys),
+               "source_size": [np.array(im.shape[:2], np.int32) for im in images]}
+        if s.method == "ddpm":
+            out["noise"] = [None] * len(keys)
+        for idx in _groups(list(range(len(keys))), sizes):
+            gens = generators(s.seed, [keys[i] for i in idx])
+            ims = [resize_image(images[i], sizes[idx[0]]) for i in idx]
+            lbs = [resize_label(labels[i], sizes[idx[0]]) for i in idx]
+            control = control_image(lbs, s.palette).to(stack.device) if stack.controlnet else None
+            cond, uncond = _text(stack, s, len(idx))
+            z0 = stack.encode(ims, gens)
+            if s.method == "zodi":
+                start = zodi_encode(stack, z0, encode_timestep(s.strength, s.steps, s.exact_timestep), cond, control, gens)
+            elif s.method == "ddpm":
+                start, noise = ddpm_invert(stack, z0, ts, cond, uncond, s.guidance_scale, control, s.eta, gens)
+            else:
+                start = ddim_invert(stack, z0, ts, cond, uncond, s.guidance_scale, control)
+            for j, i in enumerate(idx):
+                out["z0"][i] = z0[j].cpu().numpy()
+                out["start"][i] = start[j].cpu().numpy()
+                out["labels"][i] = lbs[j]
+                if s.method == "ddpm":
+                    out["noise"][i] = noise[j].cpu().numpy().astype(noise_dtype)
+        out["timesteps"] = [np.array(ts, np.int32)] * len(keys)
+        return out
+
+    inputs = {"src": ds.fingerprint(), "model": s.model, "controlnet": s.controlnet or ""}
+    return run_per_item(s.out, "invert", settings, inputs, ds.keys(), work, batch_size=s.batch_size,
+                        shard=shard, overwrite=overwrite)
+
+
+def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) -> dict:
+    """zodi translate: from a dataset (ZoDi transfer inline) or from an inversion artifact."""
+    from ..diffusion.ddpm_inversion import ddpm_regenerate
+    from ..diffusion.layout import control_image, resize_image, resize_label
+    from ..diffusion.zodi_transfer import sample, transfer
+
+    inv = _inversion_artifact(s.src, s.allow_partial)
+    if inv is not None:
+        s.method = inv.meta["settings"].get("method", "zodi")
+        s.strength = inv.meta["settings"].get("strength")
+        s.steps = inv.meta["settings"].get("steps")
+    s.resolve()
+    stack = _stack(s, need_control=bool(s.controlnet))
+    guide_factory = _label_guidance(s, stack) if s.label_guidance == "sgg" else None
+    ds = None if inv is not None else open_dataset(s.src, s.data_root, s.allow_partial)
+    if ds is not None and not ds.has_labels:
+        raise InputError(f"{s.src} has no labels", "ControlNet-seg needs label maps; use a labelled split")
+    keys_all = inv.keys if inv is not None else ds.keys()
+    previews: list = []
+
+    @torch.no_grad()
+    def work(keys):
+        n = len(keys)
+        out = {"images": [None] * n, "labels": [None] * n}
+        if inv is not None:
+            labels = [inv.get("labels", k) for k in keys]
+            sizes = [lb.shape for lb in labels]
+            src_sizes = [tuple(inv.get("source_size", k)) for k in keys]
+        else:
+            images = [ds.image(k) for k in keys]
+            src_labels = [ds.label(k) for k in keys]
+            sizes = [_size_for(s, stack, im.shape[:2]) for im in images]
+            src_sizes = [im.shape[:2] for im in images]
+        for idx in _groups(list(range(n)), sizes):
+            gens = generators(s.seed, [keys[i] for i in idx])
+            size = tuple(sizes[idx[0]])
+            lbs = labels if inv is not None else None
+            lbs = [lbs[i] for i in idx] if lbs is not None else [resize_label(src_labels[i], size) for i in idx]
+            control = control_image(lbs, s.palette).to(stack.device) if stack.controlnet else None
+            cond, uncond = _text(stack, s, len(idx))
+            guide = guide_factory(lbs) if guide_factory else None
+            if inv is None:
+                ims = [resize_image(images[i], size) for i in idx]
+                result, _ = transfer(stack, ims, control, cond, uncond, gens, s.strength, s.steps, s.guidance_scale,
+                                     s.eta, s.exact_timestep, guide)
+            else:
+                start = torch.stack([torch.from_numpy(inv.get("start", keys[i])) for i in idx]).to(stack.device)
+                ts = [int(t) for t in inv.get("timesteps", keys[idx[0]])]
+                if s.method == "ddpm":
+                    noise = torch.stack([torch.from_numpy(inv.get("noise", keys[i]).astype(np.float32)) for i in idx]).to(stack.device)
+                    z = ddpm_regenerate(stack, start, noise, ts, cond, uncond, s.guidance_scale, control, s.eta, s.skip)
+                else:
+                    eta = s.eta if s.method == "zodi" else 0.0
+                    z = sample(stack, start, ts, cond, uncond, s.guidance_scale, control, eta, gens, guide=guide)
+                result = stack.decode(z)
+                ims = stack.decode(torch.stack([torch.from_numpy(inv.get("z0", keys[i])) for i in idx]).to(stack.device)) \
+                    if s.preview else [None] * len(idx)
+            for j, i in enumerate(idx):
+                img, lbl = result[j], lbs[j]
+                if s.full_res and tuple(src_sizes[i]) != img.shape[:2]:
+                    img, lbl = resize_image(img, src_sizes[i]), resize_label(lbl, src_sizes[i])
+                out["images"][i], out["labels"][i] = img, lbl
+                if len(previews) < s.preview:
+                    previews.append((keys[i], ims[j], lbs[j], result[j]))
+        return out
+
+    inputs = {"src": inv.meta["fingerprint"] if inv is not None else ds.fingerprint(), "model": s.model,
+              "controlnet": s.controlnet or "", **({"segmenter": s.segmenter} if s.segmenter else {})}
+    summary = run_per_item(s.out, "translate", settings, inputs, keys_all, work, batch_size=s.batch_size,
+                           shard=shard, overwrite=overwrite)
+    if s.preview and previews:
+        from ..metrics.figures import contact_sheet
+
+        path = Path(summary["out"]).with_suffix(".preview.png")
+        contact_sheet(path, previews, s.palette)
+        summary["preview"] = str(path)
+    return summary
+
+
+def _inversion_artifact(src: str, allow_partial: bool):
+    if not src.startswith("h5:"):
+        return None
+    from ..store import Artifact
+
+    art = Artifact(src[3:], allow_partial=allow_partial)
+    return art if art.meta["command"] == "invert" else None
+
+
+def _label_guidance(s: DiffusionSettings, stack):
+    from ..diffusion.sgg import LabelGuidance
+    from ..seg.checkpoint import model_from_checkpoint
+
+    seg, _ = model_from_checkpoint(s.segmenter, stack.device)
+    return lambda labels: LabelGuidance(stack, seg, labels, s.sgg_scale)
