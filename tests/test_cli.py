@@ -12,7 +12,8 @@ import pytest
 from zodicli.cli import COMMANDS
 
 HELP_ARGS = [[]] + [[c] for c in COMMANDS] + [["baseline", "fit"], ["baseline", "predict"], ["datasets", "list"],
-                                             ["datasets", "check"], ["datasets", "make-toy"]]
+                                             ["datasets", "check"], ["datasets", "make-toy"], ["models", "list"],
+                                             ["models", "make-tiny"]]
 
 
 def test_every_help_answers_without_importing_torch():
@@ -108,8 +109,10 @@ def test_settings_mismatch_and_incomplete_input_refused(cli, toy_env, tmp_path, 
 
 
 def test_usage_errors_exit_2(cli):
+    code, _, err = cli("evaluate", "--pred", "p.h5")
+    assert code == 2 and "Missing option '--dataset'" in err
     code, _, err = cli("evaluate", "--dataset", "cs:val")
-    assert code == 2 and "Missing option '--pred'" in err
+    assert code == 2 and "exactly one of --pred" in err
     assert cli("nosuchcommand")[0] == 2
 
 

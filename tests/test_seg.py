@@ -160,4 +160,4 @@ def test_evaluate_from_checkpoint(cli, tmp_path, toy_env):
                        "--out", tmp_path / "win.h5", "--json")
     assert code == 0 and json.loads(out)["n_images"] == 4
     code, _, err = cli("evaluate", "--checkpoint", ckpt, "--pred", preds, "--dataset", "toy:fog:val")
-    assert code == 1 and "exactly one of --pred and --checkpoint" in err
+    assert code == 2 and "exactly one of --pred" in err

@@ -26,7 +26,11 @@ DIFFUSION_OPTIONS = [
     click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8), help="Processing size: short side in pixels."),
     click.option("--size", default=None, type=SIZE, help="Processing size HxW instead of --short-side."),
     click.option("--seed", default=0, show_default=True, type=int),
-    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1)),
+    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="Items loaded and written together (does not change results)."),
+    click.option("--compute-batch", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="Rows of every model call (padded); raise it on a GPU for throughput. Recorded in the settings "
+                      "hash: kernels' float results depend on the call shape."),
     click.option("--device", default="auto", show_default=True),
     click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"])),
     click.option("--vae-tiling", is_flag=True, help="Tile and slice the VAE (large inputs, e.g. 2048x1024)."),

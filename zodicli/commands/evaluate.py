@@ -47,11 +47,10 @@ def command(pred, checkpoint, dataset, out, size, window, stride, flip, batch_si
             classes, pred_encoding, report_dir, data_root, allow_partial, json_output, config):
     """Score predictions: one dataset-level confusion matrix, per-class IoU, mIoU, pixel and mean
     class accuracy (the official Cityscapes evaluator's conventions)."""
-    from ..errors import InputError
     from ..pipeline.evaluate import evaluate, format_table
 
     if (pred is None) == (checkpoint is None):
-        raise InputError("give exactly one of --pred and --checkpoint", "--pred scores existing predictions; --checkpoint makes them")
+        raise click.UsageError("give exactly one of --pred (existing predictions) and --checkpoint (make them)")
     if checkpoint:
         from ..pipeline.predict import default_out, predict
         from ..store.shards import parse_shard

@@ -46,11 +46,29 @@ def _missing(what: str, path: Path, spec: str) -> InputError:
     return InputError(f"{what} not found at {path}{via}", OBTAIN)
 
 
+def fixed_batches(fn, k: int, *tensors):
+    """``fn(*tensors)`` evaluated in calls of exactly ``k`` rows (the last one zero-padded).
+
+    Kernels choose their blocking by batch shape, so float results depend on it (about 1e-6 on
+    CPU between batch 1 and 3); at a fixed shape an item's result does not depend on the other
+    rows. Calling every model at one shape makes outputs bit-identical whatever the batch size,
+    order or sharding of the run."""
+    n = next(t.shape[0] for t in tensors if t is not None)
+    outs = []
+    for i in range(0, n, k):
+        rows = min(k, n - i)
+        chunk = [None if t is None else torch.cat([t[i:i + rows], t.new_zeros((k - rows, *t.shape[1:]))]) for t in tensors]
+        outs.append(fn(*chunk)[:rows])
+    return torch.cat(outs)
+
+
 class Stack:
-    """The loaded models plus the schedule constants (ᾱ_t as float64)."""
+    """The loaded models plus the schedule constants (ᾱ_t as float64). Every model call runs on
+    ``compute_batch`` rows (see :func:`fixed_batches`)."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, controlnet=None,
-                 device="cpu", dtype=torch.float32):
+                 device="cpu", dtype=torch.float32, compute_batch: int = 1):
+        self.compute_batch = compute_batch
         from diffusers import DDIMScheduler
 
         self.unet, self.vae, self.text_encoder, self.tokenizer, self.controlnet = unet, vae, text_encoder, tokenizer, controlnet
@@ -85,14 +103,17 @@ class Stack:
         """uint8 (H, W, 3) images -> z0 = scale · a posterior sample, (N, 4, H/f, W/f) float32.
         Each item's sample uses its own generator (CPU), so batching does not change it."""
         x = torch.stack([torch.tensor(im).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
-        dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
-        noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=g) for g in generators]).to(self.device, dist.mean.dtype)
-        return ((dist.mean + dist.std * noise) * self.vae_scale).float()
+        moments = fixed_batches(lambda b: self.vae.encode(b).latent_dist.parameters, self.compute_batch,
+                                x.to(self.device, self.dtype)).float()
+        mean, logvar = moments.chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        noise = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(self.device)
+        return (mean + std * noise) * self.vae_scale
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> list[np.ndarray]:
         """(N, 4, h, w) latents -> uint8 (H, W, 3) images (clipped)."""
-        x = self.vae.decode((z / self.vae_scale).to(self.dtype)).sample.float()
+        x = fixed_batches(lambda b: self.vae.decode(b).sample, self.compute_batch, (z / self.vae_scale).to(self.dtype)).float()
         x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return list(x)
 
@@ -123,6 +144,12 @@ class Stack:
         """ε̂ with classifier-free guidance on the text only (the control image goes to both branches):
         ε̂ = ε(∅) + g·(ε(c) − ε(∅)). ``cond``/``uncond``: (N, L, D); ``control``: (N, 3, H, W) in [0, 1]."""
         if uncond is None or guidance == 1.0:
+            uncond = None
+        return fixed_batches(lambda z_, c_, u_, k_: self._eps(z_, t, c_, u_, guidance, k_, control_scale),
+                             self.compute_batch, z, cond, uncond, control)
+
+    def _eps(self, z, t, cond, uncond, guidance, control, control_scale):
+        if uncond is None:
             return self.to_eps(self.model_output(z, t, cond, control, control_scale), z, t)
         zz = torch.cat([z, z])
         cc = None if control is None else torch.cat([control, control])
@@ -132,7 +159,7 @@ class Stack:
 
 
 def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=torch.float32,
-               model_config: str | None = None, vae_tiling: bool = False) -> Stack:
+               model_config: str | None = None, vae_tiling: bool = False, compute_batch: int = 1) -> Stack:
     """Load SD (+ ControlNet) from a diffusers folder, a single .ckpt/.safetensors file, or a preset."""
     from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -171,7 +198,7 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
     if vae_tiling:
         vae.enable_tiling()
         vae.enable_slicing()
-    return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype)
+    return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype, compute_batch)
 
 
 def _read_json(p: Path) -> dict:

@@ -44,7 +44,14 @@ class LabelGuidance:
         return mean - self.scale * var * self.grad(z, eps, a, self.y)
 
     def grad(self, z, eps, a, y, image_mask=None):
-        """∇_z of the per-image mean CE of g(decode(x̂0(z))) against ``y`` (batch rows independent)."""
+        """∇_z of the per-image mean CE of g(decode(x̂0(z))) against ``y``, in fixed-shape calls.
+        The loss is a sum of per-row terms, so padding rows never reach the real rows' gradients."""
+        from .models import fixed_batches
+
+        return fixed_batches(lambda z_, e_, y_, m_: self._grad(z_, e_, a, y_, m_), self.stack.compute_batch,
+                             z, eps, y, image_mask)
+
+    def _grad(self, z, eps, a, y, image_mask):
         with torch.enable_grad():
             zg = z.detach().clone().requires_grad_(True)
             x0 = (zg - math.sqrt(1 - a) * eps.detach()) / math.sqrt(a)

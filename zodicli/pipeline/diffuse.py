@@ -61,6 +61,7 @@ class DiffusionSettings:
     preview: int = 0
     seed: int = 0
     batch_size: int = 1
+    compute_batch: int = 1
     device: str = "auto"
     dtype: str = "fp32"
     vae_tiling: bool = False
@@ -103,7 +104,8 @@ def _stack(s: DiffusionSettings, need_control: bool):
     dev = choose_device(s.device)
     if s.dtype == "fp16" and dev.type == "cpu":
         raise InputError("--dtype fp16 on the CPU", "use fp32 or bf16 on the CPU")
-    return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config, s.vae_tiling)
+    return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config,
+                      s.vae_tiling, s.compute_batch)
 
 
 def generators(seed: int, keys: list[str]) -> list[torch.Generator]:
@@ -201,11 +203,11 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
         s.strength = inv.meta["settings"].get("strength")
         s.steps = inv.meta["settings"].get("steps")
     s.resolve()
-    stack = _stack(s, need_control=bool(s.controlnet))
-    guide_factory = _label_guidance(s, stack) if s.label_guidance == "sgg" else None
-    ds = None if inv is not None else open_dataset(s.src, s.data_root, s.allow_partial)
+    ds = None if inv is not None else open_dataset(s.src, s.data_root, s.allow_partial)   # cheap checks first
     if ds is not None and not ds.has_labels:
         raise InputError(f"{s.src} has no labels", "ControlNet-seg needs label maps; use a labelled split")
+    stack = _stack(s, need_control=bool(s.controlnet))
+    guide_factory = _label_guidance(s, stack) if s.label_guidance == "sgg" else None
     keys_all = inv.keys if inv is not None else ds.keys()
     previews: list = []
 
