@@ -28,6 +28,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python recipes/bench/bench_evaluate.py
 	$(BIN)/python recipes/bench/bench_train.py
+	$(BIN)/python recipes/bench/bench_translate.py
 
 clean:
 	rm -rf $(VENV) out

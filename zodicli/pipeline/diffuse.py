@@ -155,7 +155,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
     ts = kept_timesteps(s.steps, s.strength, stack.num_train_timesteps)
     noise_dtype = np.float16 if s.noise_dtype == "fp16" else np.float32
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def work(keys):
         images = [ds.image(k) for k in keys]
         labels = [ds.label(k) for k in keys]
@@ -211,7 +211,8 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
     keys_all = inv.keys if inv is not None else ds.keys()
     previews: list = []
 
-    @torch.no_grad()
+    # inference_mode skips autograd bookkeeping; SGG needs gradients, so it gets no_grad instead
+    @(torch.no_grad() if guide_factory else torch.inference_mode())
     def work(keys):
         n = len(keys)
         out = {"images": [None] * n, "labels": [None] * n}

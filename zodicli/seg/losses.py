@@ -15,8 +15,12 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
 
 
 def cross_entropy(logits, labels, weight=None):
-    """Per-pixel CE at label resolution (ignore 255); ``weight`` (N,) scales each image."""
-    loss = F.cross_entropy(upsample(logits, labels.shape[-2:]).float(), labels, ignore_index=IGNORE, reduction="none")
+    """Per-pixel CE at label resolution (ignore 255), averaged over valid pixels; ``weight`` (N,)
+    scales each image."""
+    logits = upsample(logits, labels.shape[-2:]).float()
+    if weight is None:
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE)     # mean over non-ignored pixels
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
     valid = (labels != IGNORE).float()
     if weight is not None:
         valid = valid * weight.view(-1, 1, 1)
