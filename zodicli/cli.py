@@ -81,6 +81,12 @@ def cli():
 
 
 def main(argv=None):
+    import os
+
+    if not debug_enabled():         # library chatter (torchvision notices, weight-loading bars) off stderr
+        for var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+            os.environ.setdefault(var, "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     cli.main(args=argv, prog_name="zodi")
 
 

@@ -163,7 +163,9 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
     """Load SD (+ ControlNet) from a diffusers folder, a single .ckpt/.safetensors file, or a preset."""
     from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()      # zodi's own bars are the ones users follow
     path, cfg = resolve(model)
     cfg = Path(model_config) if model_config else cfg
     if not path.exists():
