@@ -161,3 +161,37 @@ def test_evaluate_from_checkpoint(cli, tmp_path, toy_env):
     assert code == 0 and json.loads(out)["n_images"] == 4
     code, _, err = cli("evaluate", "--checkpoint", ckpt, "--pred", preds, "--dataset", "toy:fog:val")
     assert code == 2 and "exactly one of --pred" in err
+
+
+def test_rare_class_sampling_prefers_rare_classes(tmp_path, toy_env):
+    from zodicli.data.registry import open_dataset
+    from zodicli.seg.data import Augment, TrainSet
+
+    src = open_dataset("toy:clear:train")
+    ts = TrainSet(src, Augment(), seed=0, rcs_temperature=0.01, cache_dir=tmp_path)
+    probs, members = ts.rcs
+    assert probs.sum() == pytest.approx(1.0) and (tmp_path / "rcs_stats.json").is_file()
+    stats = json.loads((tmp_path / "rcs_stats.json").read_text())
+    classes = sorted(int(c) for c in stats["members"])
+    freq = np.array([stats["pixels"][c] for c in classes], float)
+    assert probs[np.argmin(freq)] > probs[np.argmax(freq)]          # the rarest class is drawn more often
+    keys = {ts.key_at(p) for p in range(50)}
+    assert keys <= set(src.keys()) and ts.key_at(7) == TrainSet(src, Augment(), 0, rcs_temperature=0.01, cache_dir=tmp_path).key_at(7)
+
+
+def test_init_from_and_evaluate_on_a_translated_artifact(cli, tmp_path, toy_env):
+    """ZoDi's target estimate: evaluate a checkpoint on h5:translated (images + aligned labels)."""
+    from zodicli.data.registry import open_dataset
+    from zodicli.seg.train import train
+    from zodicli.store import ArtifactWriter
+
+    train(_cfg(tmp_path, iters=1, ckpt_every=1))
+    train(_cfg(tmp_path / "b", iters=1, ckpt_every=1, init_from=str(tmp_path / "run/last.pt")))
+    with pytest.raises(InputError, match="holds a deeplabv3plus_r18"):
+        train(_cfg(tmp_path / "c", iters=1, model="refinenet_lw_r50", init_from=str(tmp_path / "run/last.pt")))
+    src = open_dataset("toy:clear:val")
+    with ArtifactWriter(tmp_path / "syn.h5", "translate", {}, {}, src.keys()) as w:
+        w.write(src.keys(), {"images": [src.image(k) for k in src.keys()], "labels": [src.label(k) for k in src.keys()]})
+    code, out, err = cli("evaluate", "--checkpoint", tmp_path / "run/last.pt", "--dataset", f"h5:{tmp_path / 'syn.h5'}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_images"] == 4

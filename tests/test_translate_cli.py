@@ -121,3 +121,19 @@ def test_bad_translate_inputs(cli, env, tmp_path):
     ):
         code, _, err = cli("translate", *args)
         assert code == 1 and len(err.strip().splitlines()) == 1 and msg in err, (args, err)
+
+
+def test_sgg_translate_through_the_cli(cli, env, tmp_path):
+    from zodicli.seg.train import TrainConfig, train
+
+    train(TrainConfig(model="deeplabv3plus_r18", source="toy:clear:train", out=str(tmp_path / "seg"), iters=1,
+                      batch_size=2, crop=(64, 96), resize=None, num_workers=0, ckpt_every=1))
+    code, out, err = cli("translate", "--src", "toy:clear:val", "--domain", "fog", *TINY, "--steps", "4",
+                         "--guidance", "sgg", "--segmenter", tmp_path / "seg/last.pt", "--sgg-scale", "5",
+                         "--out", tmp_path / "sgg.h5", "--batch-size", "2")
+    assert code == 0, err
+    plain = tmp_path / "plain.h5"
+    assert cli("translate", "--src", "toy:clear:val", "--domain", "fog", *TINY, "--steps", "4", "--out", plain)[0] == 0
+    a, b = Artifact(tmp_path / "sgg.h5"), Artifact(plain)
+    assert a.keys == b.keys and not np.array_equal(a.get("images", 0), b.get("images", 0))
+    assert a.meta["inputs"]["segmenter"].endswith("last.pt")

@@ -8,7 +8,7 @@ from ._options import (allow_partial_option, config_option, data_root_option, em
                        resolved_settings, shard_option)
 
 
-@click.command("invert")
+@click.command("invert", context_settings={"token_normalize_func": lambda t: "--guidance-scale" if t == "--guidance" else t})
 @diffusion_options
 @click.option("--method", default="zodi", show_default=True, type=click.Choice(["zodi", "ddpm", "ddim"]))
 @click.option("--exact-timestep", is_flag=True, help="zodi: encode at the first kept timestep (fixes the public code's quirk).")

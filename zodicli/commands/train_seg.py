@@ -45,6 +45,7 @@ from ._types import SIZE
 @click.option("--device", default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--pretrained", default=None, help="Local torchvision ResNet weights (or a SegFormer folder).")
+@click.option("--init-from", default=None, type=click.Path(dir_okay=False), help="Start from a train-seg checkpoint's weights.")
 @click.option("--output-stride", default=None, type=click.Choice(["8", "16", "32"]), help="ResNet models [default: 32].")
 @data_root_option
 @allow_partial_option

@@ -159,6 +159,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
     def work(keys):
         images = [ds.image(k) for k in keys]
         labels = [ds.label(k) for k in keys]
+        _check_aligned(keys, images, labels)
         sizes = [_size_for(s, stack, im.shape[:2]) for im in images]
         out = {"z0": [None] * len(keys), "start": [None] * len(keys), "timesteps": [], "labels": [None] * len(keys),
                "source_size": [np.array(im.shape[:2], np.int32) for im in images]}
@@ -223,6 +224,7 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
         else:
             images = [ds.image(k) for k in keys]
             src_labels = [ds.label(k) for k in keys]
+            _check_aligned(keys, images, src_labels)
             sizes = [_size_for(s, stack, im.shape[:2]) for im in images]
             src_sizes = [im.shape[:2] for im in images]
         for idx in _groups(list(range(n)), sizes):
@@ -269,6 +271,13 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
         contact_sheet(path, previews, s.palette)
         summary["preview"] = str(path)
     return summary
+
+
+def _check_aligned(keys, images, labels) -> None:
+    for k, im, lb in zip(keys, images, labels):
+        if lb.shape != im.shape[:2]:
+            raise InputError(f"label map of {k!r} is {lb.shape[1]}x{lb.shape[0]} but its image is {im.shape[1]}x{im.shape[0]}",
+                             "labels must be aligned with their images (same size)")
 
 
 def _inversion_artifact(src: str, allow_partial: bool):

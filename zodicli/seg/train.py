@@ -68,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     pretrained: str | None = None
+    init_from: str | None = None             # start from a train-seg checkpoint's weights (PTL stages)
     output_stride: int | None = None
     data_root: str | None = None
     allow_partial: bool = False
@@ -177,6 +178,12 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
     # Model, optimiser, resume -------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=19, output_stride=cfg.output_stride, pretrained=cfg.pretrained)
+    if cfg.init_from:
+        init = load_checkpoint(cfg.init_from)
+        if init["model_config"]["name"] != cfg.model or init["model_config"].get("output_stride") != cfg.output_stride:
+            raise InputError(f"{cfg.init_from} holds a {init['model_config']['name']} (output stride "
+                             f"{init['model_config'].get('output_stride')}), not {cfg.model}", "pass --model to match it")
+        model.load_state_dict(init["model"])
     feat_ch = model(torch.zeros(2, 3, 64, 64))["features"].shape[1] if cfg.adv_weight else 0
     trainee = Trainee(model, DomainDiscriminator(feat_ch) if cfg.adv_weight else None).to(device)
     params = [p for p in trainee.parameters() if p.requires_grad]
