@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ._options import (allow_partial_option, config_option, data_root_option, emit_json, json_option, overwrite_option,
+                       resolved_settings, shard_option)
 from ._types import SIZE
 
 DIFFUSION_OPTIONS = [
@@ -41,6 +43,26 @@ def diffusion_options(f):
     for opt in reversed(DIFFUSION_OPTIONS):
         f = opt(f)
     return f
+
+
+def per_item_options(f):
+    """The options every artifact-writing command ends with."""
+    for opt in (config_option, json_option, allow_partial_option, overwrite_option, shard_option, data_root_option):
+        f = opt(f)
+    return f
+
+
+def run(step, verb: str, json_output, shard, overwrite, params) -> None:
+    """Call a pipeline step (invert or translate) and report its summary."""
+    from ..store.shards import parse_shard
+
+    summary = step(to_settings(params), resolved_settings(click.get_current_context()), shard=parse_shard(shard),
+                   overwrite=overwrite)
+    if json_output:
+        emit_json(summary)
+        return
+    msg = f"{summary['out']}: {summary['items']} items ({summary['computed']} {verb}, {summary['reused']} reused)"
+    click.echo(msg + (f"; preview {summary['preview']}" if summary.get("preview") else ""))
 
 
 def to_settings(params: dict):

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._diffusion import diffusion_options, to_settings
-from ._options import (allow_partial_option, config_option, data_root_option, emit_json, json_option, overwrite_option,
-                       resolved_settings, shard_option)
+from ._diffusion import diffusion_options, per_item_options, run
 
 
 @click.command("translate")
@@ -18,18 +16,9 @@ from ._options import (allow_partial_option, config_option, data_root_option, em
 @click.option("--sgg-scale", default=1.0, show_default=True, type=float, help="λ of SGG.")
 @click.option("--full-res", is_flag=True, help="Resize outputs back to the source resolution.")
 @click.option("--preview", default=0, show_default=True, type=click.IntRange(min=0), help="Contact sheet of the first N items (OUT.preview.png).")
-@data_root_option
-@shard_option
-@overwrite_option
-@allow_partial_option
-@json_option
-@config_option
+@per_item_options
 def command(json_output, config, shard, overwrite, **params):
     """Translate source images into a target domain, keeping their layout (labels stay valid)."""
     from ..pipeline.diffuse import translate
-    from ..store.shards import parse_shard
 
-    ctx = click.get_current_context()
-    summary = translate(to_settings(params), resolved_settings(ctx), shard=parse_shard(shard), overwrite=overwrite)
-    msg = f"{summary['out']}: {summary['items']} items ({summary['computed']} translated, {summary['reused']} reused)"
-    emit_json(summary) if json_output else click.echo(msg + (f"; preview {summary['preview']}" if summary.get("preview") else ""))
+    run(translate, "translated", json_output, shard, overwrite, params)
