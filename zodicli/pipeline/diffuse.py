@@ -295,3 +295,45 @@ def _label_guidance(s: DiffusionSettings, stack):
 
     seg, _ = model_from_checkpoint(s.segmenter, stack.device)
     return lambda labels: LabelGuidance(stack, seg, labels, s.sgg_scale)
+
+
+def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff", inversion=None, features=None,
+                     shard=None, overwrite=False) -> dict:
+    """zodi extract-features: DIFF's UNet features per item, ``features/s<stride>`` float16, with the
+    labels (if any) for training on the cache."""
+    from ..diffusion.features import FEATURE_TIMESTEPS, INVERSION_TIMESTEPS, check_timesteps, extract, select_blocks
+    from ..diffusion.layout import resize_image, resize_label
+
+    inversion = tuple(inversion or INVERSION_TIMESTEPS)
+    features = tuple(features or FEATURE_TIMESTEPS)
+    check_timesteps(inversion, features)
+    ds = open_dataset(s.src, s.data_root, s.allow_partial)
+    stack = _stack(s, need_control=False)
+    names = select_blocks(stack.unet, blocks)
+
+    @torch.inference_mode()
+    def work(keys):
+        images = [ds.image(k) for k in keys]
+        labels = [ds.label(k) for k in keys] if ds.has_labels else None
+        sizes = [_size_for(s, stack, im.shape[:2]) for im in images]
+        out: dict = {"labels": [None] * len(keys)} if labels else {}
+        for idx in _groups(list(range(len(keys))), sizes):
+            gens = generators(s.seed, [keys[i] for i in idx])
+            size = tuple(sizes[idx[0]])
+            z0 = stack.encode([resize_image(images[i], size) for i in idx], gens)
+            cond = stack.text([s.prompt or ""]).expand(len(idx), -1, -1)
+            feats = extract(stack, z0, cond, names, inversion, features, s.eta, gens)
+            for stride, f in feats.items():
+                out.setdefault(f"features/s{stride}", [None] * len(keys))
+                for j, i in enumerate(idx):
+                    out[f"features/s{stride}"][i] = f[j].cpu().numpy().astype(np.float16)
+            if labels:
+                for i in idx:
+                    out["labels"][i] = resize_label(labels[i], size)
+        return out
+
+    from ..diffusion.features import feature_layout
+
+    inputs = {"src": ds.fingerprint(), "model": s.model}
+    return run_per_item(s.out, "extract-features", settings, inputs, ds.keys(), work, batch_size=s.batch_size,
+                        shard=shard, overwrite=overwrite, field_attrs=feature_layout(stack, names, features))

@@ -37,11 +37,11 @@ def bounded_map(fn, items, workers: int = 4):
 
 def run_per_item(out, command: str, settings: dict, inputs: dict, keys: Sequence[str],
                  work: Callable[[list[str]], Mapping[str, list]], *, batch_size: int = 1,
-                 shard: tuple[int, int] | None = None, overwrite: bool = False) -> dict:
+                 shard: tuple[int, int] | None = None, overwrite: bool = False, field_attrs: dict | None = None) -> dict:
     """Produce every key of this shard that the output does not hold yet; returns a summary."""
     mine = shard_keys(sorted(keys), shard)
     path = shard_path(out, shard)
-    with ArtifactWriter(path, command, settings, inputs, mine, shard=shard, overwrite=overwrite) as w:
+    with ArtifactWriter(path, command, settings, inputs, mine, shard=shard, overwrite=overwrite, field_attrs=field_attrs) as w:
         todo = w.todo
         with progress(len(todo), command) as bar:
             for i in range(0, len(todo), max(1, batch_size)):

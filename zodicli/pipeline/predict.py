@@ -22,10 +22,11 @@ def default_out(checkpoint, dataset: str) -> Path:
     return Path(checkpoint).with_name(f"{Path(checkpoint).stem}.preds-{safe}.h5")
 
 
-def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, flip=False, batch_size=1,
+def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, flip=False, scales=(1.0,), batch_size=1,
             device="auto", amp="none", shard=None, overwrite=False, data_root=None, allow_partial=False,
-            settings: dict | None = None) -> dict:
-    """Write ``preds`` (H, W) uint8 train ids and ``confidence`` (H, W) float16 for every item of ``src``."""
+            settings: dict | None = None, save_probs: bool = False, command: str = "predict") -> dict:
+    """Write ``preds`` (H, W) uint8 train ids and ``confidence`` (H, W) float16 (the top softmax
+    probability) for every item of ``src``; with ``save_probs`` also ``probs`` (C, H, W) float16."""
     from ..runtime import amp_dtype, choose_device
     from ..seg.checkpoint import model_from_checkpoint
     from ..seg.infer import Predictor
@@ -33,22 +34,29 @@ def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, f
     dev = choose_device(device)
     model, state = model_from_checkpoint(checkpoint, dev)
     ds = open_dataset(src, data_root=data_root, allow_partial=allow_partial)
-    predictor = Predictor(model, dev, size=size, window=window, stride=stride, flip=flip, amp=amp_dtype(amp))
+    predictor = Predictor(model, dev, size=size, window=window, stride=stride, flip=flip, amp=amp_dtype(amp),
+                          scales=tuple(scales))
 
     def work(keys):
         images = [ds.image(k) for k in keys]
-        preds, confs = [None] * len(keys), [None] * len(keys)
+        out = {"preds": [None] * len(keys), "confidence": [None] * len(keys)}
+        if save_probs:
+            out["probs"] = [None] * len(keys)
         by_shape: dict[tuple, list[int]] = {}
         for i, im in enumerate(images):
             by_shape.setdefault(im.shape, []).append(i)
         for idx in by_shape.values():          # batch only images of the same size
-            p, c = predictor.predict([images[i] for i in idx])
+            probs = predictor.probs([images[i] for i in idx])
+            conf, pred = probs.max(1)
             for j, i in enumerate(idx):
-                preds[i], confs[i] = p[j], c[j]
-        return {"preds": preds, "confidence": confs}
+                out["preds"][i] = pred[j].cpu().numpy().astype("uint8")
+                out["confidence"][i] = conf[j].cpu().numpy().astype("float16")
+                if save_probs:
+                    out["probs"][i] = probs[j].cpu().numpy().astype("float16")
+        return out
 
     settings = settings or {"checkpoint": str(checkpoint), "src": src, "size": size, "window": window,
                             "stride": stride, "flip": flip, "amp": amp}
     inputs = {"src": ds.fingerprint(), "checkpoint": file_fingerprint(checkpoint)}
-    return run_per_item(out, "predict", settings, inputs, ds.keys(), work, batch_size=batch_size,
+    return run_per_item(out, command, settings, inputs, ds.keys(), work, batch_size=batch_size,
                         shard=shard, overwrite=overwrite)

@@ -20,16 +20,22 @@ class Predictor:
     stride: tuple[int, int] | None = None
     flip: bool = False
     amp: torch.dtype | None = None
+    scales: tuple[float, ...] = (1.0,)          # multi-scale: probabilities averaged over input scales
 
     @torch.no_grad()
     def probs(self, images: list[np.ndarray]) -> torch.Tensor:
         """Same-sized (H, W, 3) uint8 images -> (N, C, H, W) softmax probabilities (float32)."""
         x = torch.stack([normalize(to_tensor(im)) for im in images]).to(self.device)
         h, w = x.shape[-2:]
-        if self.size:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        logits = self._windows(x) if self.window else self._forward(x)
-        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+        base = self.size or (h, w)
+        total = None
+        for scale in self.scales:
+            size = (max(8, round(base[0] * scale)), max(8, round(base[1] * scale)))
+            xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            logits = self._windows(xs) if self.window else self._forward(xs)
+            p = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+            total = p if total is None else total + p
+        return total / len(self.scales)
 
     def predict(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """-> per image: preds (H, W) uint8 train ids, confidence (H, W) float16 (max probability)."""

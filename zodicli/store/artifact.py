@@ -109,6 +109,7 @@ def _read_attrs(f: h5py.File) -> dict:
         "shard": str(a["zodi_shard"]),
         "fingerprint": str(a["zodi_fingerprint"]),
         "schema": int(a["zodi_schema"]),
+        "field_attrs": json.loads(a["zodi_field_attrs"]) if "zodi_field_attrs" in a else {},
     }
 
 
@@ -126,6 +127,7 @@ def _write_attrs(f: h5py.File, meta: dict) -> None:
     f.attrs["zodi_n_expected"] = int(meta["n_expected"])
     f.attrs["zodi_shard"] = meta["shard"]
     f.attrs["zodi_fingerprint"] = meta["fingerprint"]
+    f.attrs["zodi_field_attrs"] = canonical_json(meta.get("field_attrs") or {})
 
 
 def content_fingerprint(settings_hash_: str, inputs: Mapping, keys: Iterable[str]) -> str:
@@ -306,6 +308,10 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
                 for i, k in enumerate(keys):
                     s = sources[k]
                     ds[i] = _read_item(h(s.path), field, s.row, s.part)
+        for field, attrs in (meta.get("field_attrs") or {}).items():
+            if field in out:
+                for k, v in attrs.items():
+                    out[field].attrs[k] = v
         _write_attrs(out, {**meta, "n_items": len(keys)})
 
     try:
@@ -335,7 +341,8 @@ class ArtifactWriter:
     """
 
     def __init__(self, path, command: str, settings: dict, inputs: dict, keys: list[str],
-                 shard: tuple[int, int] | None = None, overwrite: bool = False, compression: str | None = None):
+                 shard: tuple[int, int] | None = None, overwrite: bool = False, compression: str | None = None,
+                 field_attrs: dict | None = None):
         self.path = Path(path)
         self.parts = self.path.with_name(self.path.name + ".parts")
         self.keys = sorted(keys)
@@ -349,6 +356,7 @@ class ArtifactWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False, "n_items": 0,
             "n_expected": len(self.keys), "shard": f"{shard[0]}/{shard[1]}" if shard else "",
             "fingerprint": content_fingerprint(shash, inputs, self.keys),
+            "field_attrs": field_attrs or {},   # per-field attributes, e.g. a feature map's stride
         }
         self.overwrite = overwrite
         self._lock = WriterLock(self.path, f"zodi {command}")

@@ -1,0 +1,122 @@
+"""extract-features (DIFF) and pseudolabel on the toy city with tiny models."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zodicli.errors import InputError
+from zodicli.store import Artifact, ArtifactWriter
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from zodicli.diffusion.tiny import make_tiny
+
+    root = tmp_path_factory.mktemp("fmodels")
+    make_tiny(root / "tiny")
+    make_tiny(root / "tiny-v", prediction_type="v_prediction")
+    return root
+
+
+@pytest.fixture
+def env(models, toy_env, monkeypatch):
+    monkeypatch.setenv("ZODI_MODELS", str(models))
+    return models
+
+
+def test_features_layout_strides_and_determinism(cli, env, tmp_path):
+    args = ["extract-features", "--src", "toy:clear:val", "--model", str(env / "tiny/sd"), "--short-side", "32"]
+    code, out, err = cli(*args, "--out", tmp_path / "f1.h5", "--batch-size", "1", "--json")
+    assert code == 0, err
+    a = Artifact(tmp_path / "f1.h5")
+    assert a.fields == ["features/s2", "features/s4", "labels"]
+    s2, s4 = a.file["features/s2"], a.file["features/s4"]
+    # tiny UNet (32, 64): up0 = 2 resnets of 64 ch at stride 4; up1 = 2 resnets + 2 transformers of 32 ch at stride 2
+    assert s4.shape == (4, 2 * 64 * 9, 8, 16) and s2.shape == (4, 4 * 32 * 9, 16, 32)
+    assert s2.dtype == np.float16 and s2.attrs["stride"] == 2 and s2.attrs["channels"] == 1152
+    assert list(s2.attrs["timesteps"]) == [91, 52, 30, 22, 18, 14, 11, 7, 3]
+    assert s2.attrs["modules"] == "up1.res0,up1.res1,up1.attn0,up1.attn1"
+    assert np.isfinite(a.get("features/s2", 0).astype(np.float32)).all()
+    code, out, err = cli("info", tmp_path / "f1.h5")
+    assert "stride=4" in out and "channels=1152" in out
+    assert cli(*args, "--out", tmp_path / "f3.h5", "--batch-size", "3")[0] == 0
+    b = Artifact(tmp_path / "f3.h5")
+    assert all(np.array_equal(a.get(f, k), b.get(f, k)) for f in a.fields for k in a.keys)
+    code, out, err = cli(*args, "--blocks", "madm", "--timesteps", "52,3", "--out", tmp_path / "m.h5")
+    assert code == 0, err
+    assert Artifact(tmp_path / "m.h5").file["features/s2"].shape == (4, 32 * 2, 16, 32)
+
+
+def test_v_prediction_checkpoints_use_v_formulas(env, tmp_path):
+    from zodicli.diffusion.features import extract, select_blocks
+    from zodicli.diffusion.models import load_stack
+    from zodicli.pipeline.diffuse import generators
+
+    outs = {}
+    for name in ("tiny", "tiny-v"):              # same weights, different prediction_type
+        stack = load_stack(str(env / name / "sd"))
+        z0 = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(0))
+        cond = stack.text([""])
+        calls = []
+        real = stack.to_eps
+        stack.to_eps = lambda out, z, t, _r=real: calls.append(stack.prediction_type) or _r(out, z, t)
+        outs[name] = extract(stack, z0, cond, select_blocks(stack.unet, "madm"), eta=0.0, generators=generators(0, ["k"]))
+        assert set(calls) == {"epsilon" if name == "tiny" else "v_prediction"}
+    # same weights and input at the first feature step, but the inversion path differs with the formula
+    assert not torch.equal(outs["tiny"][2], outs["tiny-v"][2])
+
+
+def test_feature_input_checks(env):
+    from zodicli.diffusion.features import check_timesteps, select_blocks
+    from zodicli.diffusion.models import load_stack
+
+    with pytest.raises(InputError, match="exceeds 160"):
+        check_timesteps([1, 3, 200], [3])
+    with pytest.raises(InputError, match=r"feature timesteps \[5\] are not in the inversion list"):
+        check_timesteps([1, 3], [3, 5])
+    with pytest.raises(InputError, match="matches no UNet module"):
+        select_blocks(load_stack(str(env / "tiny/sd")).unet, "down9")
+
+
+def test_class_thresholds_by_hand(tmp_path):
+    from zodicli.pipeline.pseudolabel import class_thresholds
+
+    preds = np.zeros((1, 10), np.uint8)
+    conf = (np.arange(1, 11, dtype=np.float32) / 10).reshape(1, 10).astype(np.float16)   # 0.1 .. 1.0, all class 0
+    preds[0, :2] = 13                                                                        # two "car" pixels: 0.1, 0.2
+    with ArtifactWriter(tmp_path / "raw.h5", "pseudolabel-raw", {}, {}, ["a"]) as w:
+        w.write(["a"], {"preds": [preds], "confidence": [conf]})
+    t = class_thresholds(Artifact(tmp_path / "raw.h5"), 0.5)
+    kept0 = conf[preds == 0].astype(np.float32) >= t[0]
+    assert kept0.sum() == 4 and conf[preds == 0][kept0].min() == np.float16(0.7)    # top half of 8 pixels: 0.7..1.0
+    kept13 = conf[preds == 13].astype(np.float32) >= t[13]
+    assert kept13.sum() == 1                                                         # top half of 2 pixels
+    assert t[5] == 1.0                                                               # never predicted: keep nothing
+
+
+def test_pseudolabel_end_to_end_into_train_seg(cli, tmp_path, toy_env):
+    from zodicli.seg.train import TrainConfig, train
+
+    train(TrainConfig(model="deeplabv3plus_r18", source="toy:clear:train", out=str(tmp_path / "seg"), iters=2,
+                      batch_size=2, crop=(64, 96), resize=None, num_workers=0, ckpt_every=2))
+    code, out, err = cli("pseudolabel", "--checkpoint", tmp_path / "seg/last.pt", "--src", "toy:fog:train",
+                         "--out", tmp_path / "pl.h5", "--class-top-p", "0.5", "--flip", "--scales", "0.75,1", "--save-probs", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    pl, raw = Artifact(tmp_path / "pl.h5"), Artifact(tmp_path / "pl.raw.h5")
+    assert pl.complete and raw.get("probs", 0).shape == (19, 128, 256)
+    k = pl.keys[0]
+    p, c = raw.get("preds", k), raw.get("confidence", k).astype(np.float32)
+    assert np.allclose(raw.get("probs", k).astype(np.float32).max(0), c, atol=2e-3)
+    thr = np.array(res["class_thresholds"] + [2.0] * 237, np.float32)
+    assert np.array_equal(pl.get("preds", k), np.where(c >= thr[p], p, 255))
+    assert pl.get("weight", k) == pytest.approx((c >= 0.968).mean())
+    assert pl.meta["settings"]["class_thresholds"] == [round(t, 6) for t in res["class_thresholds"]]
+    # plugs into train-seg: target images come from the artifact's recorded src
+    train(TrainConfig(model="deeplabv3plus_r18", source="toy:clear:train", out=str(tmp_path / "st"), iters=1,
+                      batch_size=2, crop=(64, 96), resize=None, num_workers=0, target_pl=str(tmp_path / "pl.h5")))
+    rec = json.loads((tmp_path / "st/metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(rec["ce_pl"])
