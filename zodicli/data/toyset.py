@@ -17,6 +17,24 @@ def toy_root(data_root=None) -> Path:
     return Path(env) if env else base_root(data_root) / "toy"
 
 
+def _make_default(root: Path) -> None:
+    """Build the default city in a private folder and rename it into place, so that concurrent
+    first uses (DDP ranks, array jobs) never read a half-written city."""
+    import os
+    import shutil
+
+    print(f"zodi: making the toy city in {root} (first use; 'zodi datasets make-toy' sets its size)", file=sys.stderr)
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    make_toy(tmp)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, root)
+    except OSError:                     # another process got there first (or root exists): keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / "toy.json").is_file():
+            raise
+
+
 @register("toy", folder="toy", usage="toy:clear|fog|night|rain|snow[:train|val]",
           layout="toy/toy.json, toy/cityscapes/... (clear) and toy/acdc/... (fog, night, rain, snow)")
 def toy(args, data_root=None, dtype=None, **_):
@@ -24,8 +42,7 @@ def toy(args, data_root=None, dtype=None, **_):
     split = split_arg(args, 1, "train", ("train", "val"), dtype)
     root = toy_root(data_root)
     if not (root / "toy.json").is_file():
-        print(f"zodi: making the toy city in {root} (first use; 'zodi datasets make-toy' sets its size)", file=sys.stderr)
-        make_toy(root)
+        _make_default(root)
     if cond == "clear":
         ds = REGISTRY["cityscapes"].factory([split], dtype=REGISTRY["cityscapes"], root=root / "cityscapes")
     else:

@@ -83,6 +83,9 @@ class TrainConfig:
             raise InputError(f"--select-on {self.select_on!r}", "use source or target")
         if self.select_on == "target" and not self.target_val:
             raise InputError("--select-on target needs --target-val", "name the labelled target split, e.g. acdc:fog:val")
+        if self.target and not (self.target_pl or self.adv_weight):
+            raise InputError("--target has no effect without --target-pl or --adv-weight",
+                             "add --adv-weight W for adversarial alignment, or drop --target")
         if self.adv_weight and not (self.target or self.target_pl):
             raise InputError("--adv-weight needs --target images", "e.g. --target acdc:fog:train")
         if self.poly_unit not in ("iter", "epoch"):
