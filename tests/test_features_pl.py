@@ -120,3 +120,40 @@ def test_pseudolabel_end_to_end_into_train_seg(cli, tmp_path, toy_env):
                       batch_size=2, crop=(64, 96), resize=None, num_workers=0, target_pl=str(tmp_path / "pl.h5")))
     rec = json.loads((tmp_path / "st/metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(rec["ce_pl"])
+
+
+def test_diff_fusion_shapes_for_sd_strides():
+    from zodicli.seg.models import build_model
+
+    m = build_model("diff_fusion", in_channels={"s64": 96, "s32": 64, "s16": 48, "s8": 32}, widths=(64, 32, 16))
+    out = m({"s64": torch.randn(2, 96, 4, 8), "s32": torch.randn(2, 64, 8, 16), "s16": torch.randn(2, 48, 16, 32),
+             "s8": torch.randn(2, 32, 32, 64)})
+    assert out["logits"].shape == (2, 19, 64, 128)          # stride 4: one 2x step below the finest cache
+    with pytest.raises(InputError, match="needs cached features"):
+        build_model("diff_fusion")
+
+
+def test_train_and_evaluate_on_cached_features(cli, env, tmp_path):
+    feats = {}
+    for split in ("train", "val"):
+        feats[split] = tmp_path / f"f-{split}.h5"
+        code, _, err = cli("extract-features", "--src", f"toy:clear:{split}", "--model", str(env / "tiny/sd"), "--short-side", "32",
+                           "--blocks", "madm", "--timesteps", "52,3", "--out", feats[split])
+        assert code == 0, err
+    common = ["--source", "toy:clear:train", "--batch-size", "2", "--fusion-widths", "64,32", "--num-workers", "0"]
+    code, out, err = cli("train-seg", "--backbone", f"features:h5:{feats['train']}", *common, "--val", "toy:clear:val",
+                         "--val-features", feats["val"], "--out", tmp_path / "run", "--iters", "4", "--json")
+    assert code == 0, err
+    best = json.loads(out)["best"]["score"]
+    code, out, err = cli("evaluate", "--checkpoint", tmp_path / "run/last.pt", "--dataset", "toy:clear:val",
+                         "--features", f"h5:{feats['val']}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["miou"] == pytest.approx(best)      # the same numbers as training's own evaluation
+    # errors: features that miss source keys, --val without features, a feature checkpoint without --features
+    code, _, err = cli("train-seg", "--backbone", f"features:h5:{feats['val']}", *common, "--out", tmp_path / "bad", "--iters", "1")
+    assert code == 1 and "source images have no cached features" in err
+    code, _, err = cli("train-seg", "--backbone", f"features:h5:{feats['train']}", *common, "--val", "toy:clear:val",
+                       "--out", tmp_path / "bad2", "--iters", "1")
+    assert code == 1 and "--val with a feature backbone needs --val-features" in err
+    code, _, err = cli("evaluate", "--checkpoint", tmp_path / "run/last.pt", "--dataset", "toy:clear:val", "--out", tmp_path / "p.h5")
+    assert code == 1 and "pass --features" in err

@@ -27,6 +27,7 @@ def default_report_dir(pred: str) -> Path:
 @click.option("--window", default=None, type=SIZE, help="With --checkpoint: sliding-window crop HxW.")
 @click.option("--stride", default=None, type=SIZE, help="Sliding-window stride HxW [default: 2/3 of the window].")
 @click.option("--flip", is_flag=True, help="With --checkpoint: average with the horizontally flipped image.")
+@click.option("--features", default=None, help="With a diff_fusion checkpoint: the dataset's cached features (h5:FILE).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
@@ -43,7 +44,7 @@ def default_report_dir(pred: str) -> Path:
 @allow_partial_option
 @json_option
 @config_option
-def command(pred, checkpoint, dataset, out, size, window, stride, flip, batch_size, device, amp, shard, overwrite,
+def command(pred, checkpoint, dataset, out, size, window, stride, flip, features, batch_size, device, amp, shard, overwrite,
             classes, pred_encoding, report_dir, data_root, allow_partial, json_output, config):
     """Score predictions: one dataset-level confusion matrix, per-class IoU, mIoU, pixel and mean
     class accuracy (the official Cityscapes evaluator's conventions)."""
@@ -57,12 +58,12 @@ def command(pred, checkpoint, dataset, out, size, window, stride, flip, batch_si
 
         ctx = click.get_current_context()
         settings = {k: ctx.params[k] for k in ("checkpoint", "dataset", "size", "window", "stride", "flip", "amp",
-                                               "batch_size", "device", "shard", "data_root")}
+                                               "batch_size", "device", "shard", "data_root", "features")}
         shard_ = parse_shard(shard)
         pred = str(out or default_out(checkpoint, dataset))
         summary = predict(checkpoint, dataset, pred, size=size, window=window, stride=stride, flip=flip,
                           batch_size=batch_size, device=device, amp=amp, shard=shard_, overwrite=overwrite,
-                          data_root=data_root, allow_partial=allow_partial, settings=settings)
+                          data_root=data_root, allow_partial=allow_partial, settings=settings, features=features)
         if shard_:
             click.echo(f"{summary['out']}: shard {summary['shard']} predicted; run 'zodi merge {pred}', then evaluate --pred {pred}")
             return

@@ -45,6 +45,9 @@ from ._types import SIZE
 @click.option("--device", default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--pretrained", default=None, help="Local torchvision ResNet weights (or a SegFormer folder).")
+@click.option("--backbone", default=None, help="features:h5:FILE trains DIFF's fusion head on cached features (implies --model diff_fusion).")
+@click.option("--val-features", default=None, help="Cached features of --val, with --backbone features:...")
+@click.option("--fusion-widths", default=None, help="Bottleneck widths, coarse to fine [default: 2048,1024,512].")
 @click.option("--init-from", default=None, type=click.Path(dir_okay=False), help="Start from a train-seg checkpoint's weights.")
 @click.option("--output-stride", default=None, type=click.Choice(["8", "16", "32"]), help="ResNet models [default: 32].")
 @data_root_option
@@ -59,6 +62,8 @@ def command(json_output, config, **opts):
 
     ctx = click.get_current_context()
     opts["synth"] = list(opts["synth"])
+    if opts["fusion_widths"]:
+        opts["fusion_widths"] = tuple(int(v) for v in opts["fusion_widths"].split(","))
     opts["output_stride"] = int(opts["output_stride"]) if opts["output_stride"] else None
     if opts["eval_every"] == 0 and (opts["val"] or opts["target_val"]):
         opts["eval_every"] = opts["iters"]

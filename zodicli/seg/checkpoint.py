@@ -35,7 +35,8 @@ def model_from_checkpoint(path, device="cpu"):
     from .models import build_model
 
     state = load_checkpoint(path)
-    cfg = state["model_config"]
-    model = build_model(cfg["name"], num_classes=cfg["num_classes"], output_stride=cfg.get("output_stride"))
+    cfg = dict(state["model_config"])
+    name, classes, stride = cfg.pop("name"), cfg.pop("num_classes"), cfg.pop("output_stride", None)
+    model = build_model(name, num_classes=classes, output_stride=stride, **cfg)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

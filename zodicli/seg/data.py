@@ -156,3 +156,35 @@ class PositionSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return self.count
+
+
+class FeatureSet(TrainSet):
+    """Cached diffusion features (an extract-features artifact) paired by key with a labelled
+    source dataset: ``dataset[pos]`` -> ``{"src": {"s8": (C, h, w), ...}, "lbl": (H, W)}``."""
+
+    def __init__(self, source, features, seed: int):
+        super().__init__(source, Augment(flip=False, jitter=False), seed)
+        self.features = features
+        self.fields = [f for f in features.fields if f.startswith("features/")]
+        if not self.fields:
+            raise InputError(f"{features.path} holds no features/* fields", "pass an artifact from 'zodi extract-features'")
+        have = set(features.keys)
+        missing = [k for k in self.keys if k not in have]
+        if missing:
+            raise InputError(f"{len(missing)} of {len(self.keys)} source images have no cached features in {features.path}, "
+                             f"e.g. {missing[0]!r}", "extract features for the whole source split")
+        check_feature_sizes(features, self.fields, self.keys[0], source.label(self.keys[0]).shape)
+
+    def __getitem__(self, pos: int) -> dict:
+        key = self.key_at(pos)
+        feats = {f.split("/")[1]: torch.from_numpy(self.features.get(f, key).astype(np.float32)) for f in self.fields}
+        return {"src": feats, "lbl": torch.from_numpy(self.source.label(key).astype(np.int64))}
+
+
+def check_feature_sizes(features, fields, key, label_hw) -> None:
+    """Every cached map must have its label's aspect ratio (up to the processing size's rounding)."""
+    for f in fields:
+        h, w = features.get(f, key).shape[-2:]
+        if abs((w / h) / (label_hw[1] / label_hw[0]) - 1) > 0.1:
+            raise InputError(f"{f} of {key!r} is {w}x{h}, not the aspect ratio of its label {label_hw[1]}x{label_hw[0]}",
+                             "extract features from the same images as the labels")

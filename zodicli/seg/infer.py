@@ -70,3 +70,24 @@ class Predictor:
                 acc[..., y0:y0 + wh, x0:x0 + ww] += out
                 hits[..., y0:y0 + wh, x0:x0 + ww] += 1
         return (acc / hits)[..., :h, :w]
+
+
+@dataclass
+class FeaturePredictor:
+    """A feature-backbone model (diff_fusion) on cached features, logits upsampled to ``size``."""
+
+    model: torch.nn.Module
+    device: torch.device
+    features: object          # an Artifact from extract-features
+
+    @torch.no_grad()
+    def probs(self, keys: list[str], size) -> torch.Tensor:
+        fields = [f for f in self.features.fields if f.startswith("features/")]
+        batch = {f.split("/")[1]: torch.stack([torch.from_numpy(self.features.get(f, k).astype(np.float32)) for k in keys]).to(self.device)
+                 for f in fields}
+        logits = self.model(batch)["logits"].float()
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False).softmax(1)
+
+    def predict(self, keys, size):
+        conf, pred = self.probs(keys, size).max(1)
+        return [a.astype(np.uint8) for a in pred.cpu().numpy()], [c.astype(np.float16) for c in conf.cpu().numpy()]

@@ -69,6 +69,9 @@ class TrainConfig:
     num_workers: int = 2
     pretrained: str | None = None
     init_from: str | None = None             # start from a train-seg checkpoint's weights (PTL stages)
+    backbone: str | None = None              # "features:h5:FILE": DIFF fusion on cached features
+    val_features: str | None = None          # cached features of --val (with --backbone features:...)
+    fusion_widths: tuple[int, ...] | None = None
     output_stride: int | None = None
     data_root: str | None = None
     allow_partial: bool = False
@@ -88,6 +91,15 @@ class TrainConfig:
                              "add --adv-weight W for adversarial alignment, or drop --target")
         if self.adv_weight and not (self.target or self.target_pl):
             raise InputError("--adv-weight needs --target images", "e.g. --target acdc:fog:train")
+        if self.backbone:
+            if not self.backbone.startswith("features:"):
+                raise InputError(f"--backbone {self.backbone!r}", "use features:h5:FILE (cached DIFF features)")
+            if self.synth or self.target or self.target_pl or self.adv_weight:
+                raise InputError("--backbone features:... trains on cached source features only",
+                                 "drop --synth/--target/--target-pl/--adv-weight")
+            if self.val and not self.val_features:
+                raise InputError("--val with a feature backbone needs --val-features h5:FILE", "extract features of the val split too")
+            self.model = "diff_fusion"
         if self.poly_unit not in ("iter", "epoch"):
             raise InputError(f"--poly-unit {self.poly_unit!r}", "use iter or epoch")
         if self.optimizer not in ("sgd", "adamw"):
@@ -174,13 +186,23 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         target = open_dataset(cfg.target or pseudo.meta["settings"].get("src", ""), cfg.data_root, cfg.allow_partial)
     elif cfg.target:
         target = open_dataset(cfg.target, cfg.data_root, cfg.allow_partial)
-    aug = Augment(resize=cfg.resize, crop=cfg.crop)
-    trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, out)
+    extra, features = {}, None
+    if cfg.backbone:
+        from ..store import Artifact
+        from .data import FeatureSet
+
+        features = Artifact(cfg.backbone.removeprefix("features:").removeprefix("h5:"), allow_partial=cfg.allow_partial)
+        trainset = FeatureSet(source, features, cfg.seed)
+        extra = {"in_channels": {f.split("/")[1]: int(features.file[f].shape[1]) for f in trainset.fields},
+                 "widths": list(cfg.fusion_widths) if cfg.fusion_widths else None}
+    else:
+        aug = Augment(resize=cfg.resize, crop=cfg.crop)
+        trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, out)
     epoch_iters = math.ceil(len(source) / (cfg.batch_size * world))
 
     # Model, optimiser, resume -------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=19, output_stride=cfg.output_stride, pretrained=cfg.pretrained)
+    model = build_model(cfg.model, num_classes=19, output_stride=cfg.output_stride, pretrained=cfg.pretrained, **extra)
     if cfg.init_from:
         init = load_checkpoint(cfg.init_from)
         if init["model_config"]["name"] != cfg.model or init["model_config"].get("output_stride") != cfg.output_stride:
@@ -188,6 +210,7 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
                              f"{init['model_config'].get('output_stride')}), not {cfg.model}", "pass --model to match it")
         model.load_state_dict(init["model"])
     feat_ch = model(torch.zeros(2, 3, 64, 64))["features"].shape[1] if cfg.adv_weight else 0
+    inputs_fp = {"features": features.meta["fingerprint"]} if features is not None else {}
     trainee = Trainee(model, DomainDiscriminator(feat_ch) if cfg.adv_weight else None).to(device)
     params = [p for p in trainee.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -195,7 +218,8 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ident = identity(cfg)
     inputs = {"source": source.fingerprint(), **{f"synth{i}": s.fingerprint() for i, s in enumerate(synth)},
-              **({"target": target.fingerprint()} if target else {}), **({"target_pl": pseudo.meta["fingerprint"]} if pseudo else {})}
+              **({"target": target.fingerprint()} if target else {}), **({"target_pl": pseudo.meta["fingerprint"]} if pseudo else {}),
+              **inputs_fp}
     start, best = 0, {"score": -1.0, "iteration": None, "selection": "oracle (target val)" if cfg.select_on == "target" else "source val"}
     last = out / "last.pt"
     if last.exists() and not cfg.overwrite:
@@ -233,7 +257,7 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
             "model": trainee.model.state_dict(), "trainee": trainee.state_dict(), "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict(), "iteration": it_done, "best": best, "settings": ident,
             "settings_hash": settings_hash(ident), "all_settings": settings or asdict(cfg), "inputs": inputs,
-            "model_config": {"name": cfg.model, "num_classes": 19, "output_stride": cfg.output_stride},
+            "model_config": {"name": cfg.model, "num_classes": 19, "output_stride": cfg.output_stride, **extra},
             "classes": "cityscapes19", "versions": _versions(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         })
@@ -250,7 +274,7 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
             lr = lr_at(cfg, it, epoch_iters)
             for g in opt.param_groups:
                 g["lr"] = lr
-            b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            b = {k: _to(v, device) for k, v in batch.items()}
             inputs_ = [b["src"]] + ([b["syn"]] if "syn" in b else [])
             mixed = None
             if target is not None:
@@ -326,6 +350,11 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
     return {"out": str(out), "iteration": it, "best": best, "resumed": start > 0, "done": it - start, "world_size": world}
 
 
+def _to(v, device):
+    """Tensors, or dicts of them (cached feature pyramids), onto the device."""
+    return {k: _to(x, device) for k, x in v.items()} if isinstance(v, dict) else v.to(device, non_blocking=True)
+
+
 def _all_finite(loss, world) -> bool:
     ok = torch.isfinite(loss.detach()).float()
     if world > 1:
@@ -344,15 +373,22 @@ def _evaluate(cfg, model, device, dtype, rank, world) -> dict:
     was_training = model.training
     model.eval()
     pred = Predictor(model, device, size=cfg.resize, amp=dtype)
+    feats = None
+    if cfg.backbone:
+        from ..store import Artifact
+        from .infer import FeaturePredictor
+
+        feats = FeaturePredictor(model, device, Artifact(cfg.val_features.removeprefix("h5:")))
     scores = {}
     for name, spec in (("val", cfg.val), ("target_val", cfg.target_val)):
-        if not spec:
+        if not spec or (feats is not None and name != "val"):
             continue
         ds = open_dataset(spec, cfg.data_root)
         cm = ConfusionMatrix(19)
         for k in ds.keys()[: cfg.eval_limit or None]:
-            p, _ = pred.predict([ds.image(k)])
-            cm.update(p[0], ds.label(k), key=k)
+            lbl = ds.label(k)
+            p = feats.predict([k], lbl.shape)[0] if feats is not None else pred.predict([ds.image(k)])[0]
+            cm.update(p[0], lbl, key=k)
         s = cm.scores(ds.classes.names)
         scores[name] = {"dataset": spec, "miou": s["miou"], "pixel_acc": s["pixel_acc"], "iou": s["iou"]}
     model.train(was_training)

@@ -21,7 +21,7 @@ def register_model(name: str):
 
 
 def _load_all():
-    from . import deeplabv3plus, refinenet, segformer  # noqa: F401
+    from . import deeplabv3plus, diff_head, refinenet, segformer  # noqa: F401
 
 
 def model_names() -> list[str]:
@@ -29,9 +29,10 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
-def build_model(name: str, num_classes: int = 19, output_stride: int | None = None, pretrained: str | None = None):
-    """Build a registered model; ``pretrained`` is a local backbone weight file or folder."""
+def build_model(name: str, num_classes: int = 19, output_stride: int | None = None, pretrained: str | None = None, **extra):
+    """Build a registered model; ``pretrained`` is a local backbone weight file or folder; ``extra``
+    carries model-specific settings (diff_fusion: ``in_channels``, ``widths``)."""
     _load_all()
     if name not in MODELS:
         raise InputError(f"unknown model {name!r}", f"choose one of: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes=num_classes, output_stride=output_stride, pretrained=pretrained)
+    return MODELS[name](num_classes=num_classes, output_stride=output_stride, pretrained=pretrained, **extra)
