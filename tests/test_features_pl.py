@@ -157,3 +157,49 @@ def test_train_and_evaluate_on_cached_features(cli, env, tmp_path):
     assert code == 1 and "--val with a feature backbone needs --val-features" in err
     code, _, err = cli("evaluate", "--checkpoint", tmp_path / "run/last.pt", "--dataset", "toy:clear:val", "--out", tmp_path / "p.h5")
     assert code == 1 and "pass --features" in err
+
+
+def test_sd_unet_backbone_lplr_and_gradients(env):
+    from zodicli.seg.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("sd_unet", sd_model=str(env / "tiny/sd")).train()
+    x = torch.randn(2, 3, 32, 64)
+    out = m(x)
+    assert out["logits"].shape == (2, 19, 8, 16) and out["palette_latent"].shape == (2, 4, 16, 32)
+    labels = torch.randint(0, 19, (2, 32, 64))
+    F_ = torch.nn.functional
+    F_.cross_entropy(F_.interpolate(out["logits"], size=(32, 64), mode="bilinear"), labels).backward()
+    assert m.unet.up_blocks[1].resnets[0].conv1.weight.grad.abs().sum() > 0      # CE reaches the UNet through the hooks
+    assert all(p.grad is None for p in m.vae.parameters())                        # the VAE stays frozen
+    with torch.no_grad():
+        lut = torch.cat([m.palette, torch.full((237, 3), -1.0)])
+        z_y = m._encode((lut[labels].permute(0, 3, 1, 2) + 1) / 2)
+        assert m.lplr_loss(z_y, labels).item() == 0.0                            # perfect regression: no loss
+        assert m.lplr_loss(z_y + 1, labels).item() == pytest.approx(1.0)
+        assert m.lplr_loss(z_y + 1, torch.full_like(labels, 255)).item() == 0.0   # nothing labelled: nothing counted
+        base = m(x)["logits"]
+        m.set_dplg_timestep(30)
+        assert not torch.allclose(m(x)["logits"], base)                          # DPLG predicts on noised latents
+
+
+def test_dplg_schedule_and_checks(cli, env, tmp_path):
+    from zodicli.pipeline.pseudolabel import dplg_timestep
+    from zodicli.seg.train import TrainConfig, train
+
+    assert [dplg_timestep(60, 5000, i) for i in (0, 1, 2500, 4999, 5000, 6000)] == [60, 59, 30, 0, 0, 0]
+    assert dplg_timestep(50, 8000, 4000) == 25
+    common = dict(source="toy:clear:train", batch_size=2, crop=(64, 96), resize=None, num_workers=0, ckpt_every=1)
+    train(TrainConfig(model="deeplabv3plus_r18", out=str(tmp_path / "cnn"), iters=1, **common))
+    code, _, err = cli("pseudolabel", "--checkpoint", tmp_path / "cnn/last.pt", "--src", "toy:fog:val", "--out", tmp_path / "x.h5", "--dplg")
+    assert code == 1 and "--dplg needs a diffusion-backbone checkpoint" in err
+    train(TrainConfig(backbone="sd-unet", sd_model=str(env / "tiny/sd"), out=str(tmp_path / "sd"), iters=1,
+                      optimizer="adamw", lr=1e-4, **common))
+    rec = json.loads((tmp_path / "sd/metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(rec["lplr"]) and np.isfinite(rec["ce_src"])
+    code, out, err = cli("pseudolabel", "--checkpoint", tmp_path / "sd/last.pt", "--src", "toy:fog:val", "--out", tmp_path / "d.h5",
+                         "--dplg", "--dplg-iter", "2500", "--json")
+    assert code == 0, err
+    assert Artifact(tmp_path / "d.h5").meta["settings"]["dplg_iter"] == 2500
+    code, out, err = cli("evaluate", "--checkpoint", tmp_path / "sd/last.pt", "--dataset", "toy:fog:val", "--json")
+    assert code == 0 and json.loads(out)["n_images"] == 4, err

@@ -45,7 +45,10 @@ from ._types import SIZE
 @click.option("--device", default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--pretrained", default=None, help="Local torchvision ResNet weights (or a SegFormer folder).")
-@click.option("--backbone", default=None, help="features:h5:FILE trains DIFF's fusion head on cached features (implies --model diff_fusion).")
+@click.option("--backbone", default=None, help="sd-unet: fine-tune a diffusion UNet (MADM, implies --model sd_unet); "
+              "features:h5:FILE: DIFF's fusion head on cached features (implies --model diff_fusion).")
+@click.option("--sd-model", default=None, help="With --backbone sd-unet: Stable Diffusion preset or folder (MADM: sd14).")
+@click.option("--lplr-weight", default=1.0, show_default=True, type=float, help="Label-palette latent regression weight (sd-unet).")
 @click.option("--val-features", default=None, help="Cached features of --val, with --backbone features:...")
 @click.option("--fusion-widths", default=None, help="Bottleneck widths, coarse to fine [default: 2048,1024,512].")
 @click.option("--init-from", default=None, type=click.Path(dir_okay=False), help="Start from a train-seg checkpoint's weights.")

@@ -69,16 +69,16 @@ class FeatureRecorder:
     """Forward hooks that collect the outputs of the chosen modules while ``active``; the UNet runs
     in fixed-shape padded chunks, so outputs arrive chunk by chunk and are trimmed by the caller."""
 
-    def __init__(self, unet, names: list[str]):
+    def __init__(self, unet, names: list[str], detach: bool = True):
         mods = up_modules(unet)
-        self.names, self.active, self.store = names, False, {}
+        self.names, self.active, self.store, self.detach = names, False, {}, detach
         self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
 
     def _hook(self, name):
         def fn(module, args, output):
             if self.active:
                 out = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
-                self.store.setdefault(name, []).append(out.detach().float())
+                self.store.setdefault(name, []).append(out.detach().float() if self.detach else out)
         return fn
 
     def close(self):

@@ -25,7 +25,8 @@ def default_out(checkpoint, dataset: str) -> Path:
 
 def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, flip=False, scales=(1.0,), batch_size=1,
             device="auto", amp="none", shard=None, overwrite=False, data_root=None, allow_partial=False,
-            settings: dict | None = None, save_probs: bool = False, command: str = "predict", features=None) -> dict:
+            settings: dict | None = None, save_probs: bool = False, command: str = "predict", features=None,
+            dplg_t: int | None = None) -> dict:
     """Write ``preds`` (H, W) uint8 train ids and ``confidence`` (H, W) float16 (the top softmax
     probability) for every item of ``src``; with ``save_probs`` also ``probs`` (C, H, W) float16."""
     from ..runtime import amp_dtype, choose_device
@@ -34,6 +35,11 @@ def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, f
 
     dev = choose_device(device)
     model, state = model_from_checkpoint(checkpoint, dev)
+    if dplg_t is not None:
+        if not hasattr(model, "set_dplg_timestep"):
+            raise InputError(f"--dplg needs a diffusion-backbone checkpoint; {checkpoint} holds a {state['model_config']['name']}",
+                             "train one with 'zodi train-seg --backbone sd-unet'")
+        model.set_dplg_timestep(dplg_t)
     ds = open_dataset(src, data_root=data_root, allow_partial=allow_partial)
     predictor = Predictor(model, dev, size=size, window=window, stride=stride, flip=flip, amp=amp_dtype(amp),
                           scales=tuple(scales))

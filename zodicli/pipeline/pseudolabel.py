@@ -9,6 +9,7 @@ pixels whose confidence reaches ``weight_threshold`` (0.968).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,11 @@ def class_thresholds(raw: Artifact, top_p: float, num_classes: int = 19) -> list
         i = int(np.searchsorted(from_top, top_p * total))    # first bin (from the top) reaching top_p
         out.append(float((BINS - 1 - min(i, BINS - 1)) / BINS))
     return out
+
+
+def dplg_timestep(t0: int, total: int, iteration: int) -> int:
+    """MADM's DPLG schedule: t(i) = floor(t0·(1 − i/E)) for i <= E, then 0."""
+    return int(math.floor(t0 * (1 - iteration / total))) if iteration <= total else 0
 
 
 def pseudolabel(checkpoint, src: str, out, *, class_top_p: float | None = None, weight_threshold: float = 0.968,

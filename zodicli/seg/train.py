@@ -72,6 +72,8 @@ class TrainConfig:
     backbone: str | None = None              # "features:h5:FILE": DIFF fusion on cached features
     val_features: str | None = None          # cached features of --val (with --backbone features:...)
     fusion_widths: tuple[int, ...] | None = None
+    sd_model: str | None = None              # --backbone sd-unet: the Stable Diffusion model to fine-tune
+    lplr_weight: float = 1.0                 # MADM's label-palette latent regression (sd-unet only)
     output_stride: int | None = None
     data_root: str | None = None
     allow_partial: bool = False
@@ -91,9 +93,13 @@ class TrainConfig:
                              "add --adv-weight W for adversarial alignment, or drop --target")
         if self.adv_weight and not (self.target or self.target_pl):
             raise InputError("--adv-weight needs --target images", "e.g. --target acdc:fog:train")
-        if self.backbone:
+        if self.backbone == "sd-unet":
+            if not self.sd_model:
+                raise InputError("--backbone sd-unet needs --sd-model", "e.g. --sd-model sd14 (MADM) or a diffusers folder")
+            self.model = "sd_unet"
+        elif self.backbone:
             if not self.backbone.startswith("features:"):
-                raise InputError(f"--backbone {self.backbone!r}", "use features:h5:FILE (cached DIFF features)")
+                raise InputError(f"--backbone {self.backbone!r}", "use sd-unet or features:h5:FILE (cached DIFF features)")
             if self.synth or self.target or self.target_pl or self.adv_weight:
                 raise InputError("--backbone features:... trains on cached source features only",
                                  "drop --synth/--target/--target-pl/--adv-weight")
@@ -186,8 +192,8 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         target = open_dataset(cfg.target or pseudo.meta["settings"].get("src", ""), cfg.data_root, cfg.allow_partial)
     elif cfg.target:
         target = open_dataset(cfg.target, cfg.data_root, cfg.allow_partial)
-    extra, features = {}, None
-    if cfg.backbone:
+    extra, features = ({"sd_model": cfg.sd_model} if cfg.backbone == "sd-unet" else {}), None
+    if cfg.backbone and cfg.backbone != "sd-unet":
         from ..store import Artifact
         from .data import FeatureSet
 
@@ -286,6 +292,9 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
                 outs = net(inputs_)
                 parts = {"ce_src": cross_entropy(outs[0]["logits"], b["lbl"])}
                 loss = parts["ce_src"]
+                if "palette_latent" in outs[0] and cfg.lplr_weight:
+                    parts["lplr"] = trainee.model.lplr_loss(outs[0]["palette_latent"], b["lbl"])
+                    loss = loss + cfg.lplr_weight * parts["lplr"]
                 k = 1
                 if "syn" in b:
                     parts["ce_syn"] = cross_entropy(outs[1]["logits"], b["lbl"])

@@ -21,7 +21,7 @@ def register_model(name: str):
 
 
 def _load_all():
-    from . import deeplabv3plus, diff_head, refinenet, segformer  # noqa: F401
+    from . import deeplabv3plus, diff_head, refinenet, sd_unet, segformer  # noqa: F401
 
 
 def model_names() -> list[str]:
