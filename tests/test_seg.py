@@ -18,10 +18,7 @@ TINY = dict(model="deeplabv3plus_r18", source="toy:clear:train", crop=(64, 96), 
             num_workers=0, log_every=1, lr=0.01)
 
 
-IMAGE_MODELS = [n for n in model_names() if n != "diff_fusion"]     # diff_fusion eats features: test_features_pl.py
-
-
-@pytest.mark.parametrize("name", IMAGE_MODELS)
+@pytest.mark.parametrize("name", model_names(image_only=True))     # diff_fusion, sd_unet: test_features_pl.py
 def test_every_model_forward_shapes_and_strides(name):
     torch.manual_seed(0)
     m = build_model(name, num_classes=19).eval()

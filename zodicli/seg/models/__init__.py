@@ -11,11 +11,14 @@ from typing import Callable
 from ...errors import InputError
 
 MODELS: dict[str, Callable] = {}
+NEEDS: dict[str, str] = {}        # models that need more than an image to build: what they need
 
 
-def register_model(name: str):
+def register_model(name: str, needs: str | None = None):
     def deco(fn):
         MODELS[name] = fn
+        if needs:
+            NEEDS[name] = needs
         return fn
     return deco
 
@@ -24,9 +27,10 @@ def _load_all():
     from . import deeplabv3plus, diff_head, refinenet, sd_unet, segformer  # noqa: F401
 
 
-def model_names() -> list[str]:
+def model_names(image_only: bool = False) -> list[str]:
+    """Registered names; ``image_only`` leaves out those needing cached features or an SD model."""
     _load_all()
-    return sorted(MODELS)
+    return sorted(n for n in MODELS if not (image_only and n in NEEDS))
 
 
 def build_model(name: str, num_classes: int = 19, output_stride: int | None = None, pretrained: str | None = None, **extra):

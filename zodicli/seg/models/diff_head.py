@@ -79,7 +79,7 @@ class DiffFusion(nn.Module):
         return {"logits": self.classifier(self.fuse(z)), "features": deepest}
 
 
-@register_model("diff_fusion")
+@register_model("diff_fusion", needs="cached features (--backbone features:h5:FILE)")
 def diff_fusion(num_classes=19, output_stride=None, pretrained=None, in_channels=None, widths=None):
     if not in_channels:
         from ...errors import InputError

@@ -97,7 +97,7 @@ class SDUNetSegmenter(nn.Module):
         return diff.sum() / (valid.sum() * z_y.shape[1]).clamp(min=1)
 
 
-@register_model("sd_unet")
+@register_model("sd_unet", needs="a Stable Diffusion model (--backbone sd-unet --sd-model M)")
 def sd_unet(num_classes=19, output_stride=None, pretrained=None, sd_model=None):
     if not sd_model:
         from ...errors import InputError
