@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConflictError, InputError, ZodiError
+from ..runtime import key_seed
 from ..settings import diff_settings, settings_hash
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Augment, PositionSampler, TrainSet
@@ -215,7 +216,7 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
             raise InputError(f"{cfg.init_from} holds a {init['model_config']['name']} (output stride "
                              f"{init['model_config'].get('output_stride')}), not {cfg.model}", "pass --model to match it")
         model.load_state_dict(init["model"])
-    feat_ch = model(torch.zeros(2, 3, 64, 64))["features"].shape[1] if cfg.adv_weight else 0
+    feat_ch = _feature_channels(model) if cfg.adv_weight else 0
     inputs_fp = {"features": features.meta["fingerprint"]} if features is not None else {}
     trainee = Trainee(model, DomainDiscriminator(feat_ch) if cfg.adv_weight else None).to(device)
     params = [p for p in trainee.parameters() if p.requires_grad]
@@ -249,7 +250,9 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
     if world > 1:
         net = nn.parallel.DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None)
     if start >= cfg.iters:
-        return {"out": str(out), "iteration": start, "best": best, "resumed": True, "done": 0}
+        if world > 1:
+            torch.distributed.destroy_process_group()
+        return {"out": str(out), "iteration": start, "best": best, "resumed": True, "done": 0, "world_size": world}
 
     loader = torch.utils.data.DataLoader(
         trainset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
@@ -269,7 +272,6 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         })
 
     metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
-    mix_rng = torch.Generator().manual_seed(cfg.seed)
     bar = _bar(cfg.iters, start) if rank == 0 else None
     wait, busy, t_mark = 0.0, 0.0, time.perf_counter()
     it = start
@@ -286,6 +288,7 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
             if target is not None:
                 inputs_.append(b["tgt"])
                 if cfg.adv_weight:
+                    mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
                     mixed = class_mix(b["src"], b["lbl"], b["tgt"], b.get("pl"), mix_rng)
                     inputs_.append(mixed[0])
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -357,6 +360,15 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return {"out": str(out), "iteration": it, "best": best, "resumed": start > 0, "done": it - start, "world_size": world}
+
+
+def _feature_channels(model) -> int:
+    """Channels of the model's last-stage features, probed in eval mode (BatchNorm statistics untouched)."""
+    model.eval()
+    with torch.no_grad():
+        c = model(torch.zeros(1, 3, 64, 64))["features"].shape[1]
+    model.train()
+    return c
 
 
 def _to(v, device):
