@@ -137,3 +137,9 @@ def test_sgg_translate_through_the_cli(cli, env, tmp_path):
     a, b = Artifact(tmp_path / "sgg.h5"), Artifact(plain)
     assert a.keys == b.keys and not np.array_equal(a.get("images", 0), b.get("images", 0))
     assert a.meta["inputs"]["segmenter"].endswith("last.pt")
+
+
+def test_domain_preset_values_are_recorded(cli, env, tmp_path):
+    assert cli("translate", "--src", "toy:clear:val", "--domain", "night", *TINY, "--steps", "4", "--out", tmp_path / "n.h5")[0] == 0
+    rec = Artifact(tmp_path / "n.h5").meta["settings"]
+    assert (rec["prompt"], rec["strength"], rec["steps"], rec["domain"]) == ("driving at night", 0.9, 4, "night")

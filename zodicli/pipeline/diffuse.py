@@ -90,6 +90,11 @@ class DiffusionSettings:
         return self
 
 
+def _recorded(settings: dict, s: DiffusionSettings) -> dict:
+    """The command's settings with the preset-filled values, as every artifact records them."""
+    return {**settings, "prompt": s.prompt, "strength": s.strength, "steps": s.steps, "method": s.method}
+
+
 def _dtype(name: str):
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if name not in table:
@@ -188,7 +193,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
         return out
 
     inputs = {"src": ds.fingerprint(), "model": s.model, "controlnet": s.controlnet or ""}
-    return run_per_item(s.out, "invert", settings, inputs, ds.keys(), work, batch_size=s.batch_size,
+    return run_per_item(s.out, "invert", _recorded(settings, s), inputs, ds.keys(), work, batch_size=s.batch_size,
                         shard=shard, overwrite=overwrite)
 
 
@@ -262,7 +267,7 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
 
     inputs = {"src": inv.meta["fingerprint"] if inv is not None else ds.fingerprint(), "model": s.model,
               "controlnet": s.controlnet or "", **({"segmenter": s.segmenter} if s.segmenter else {})}
-    summary = run_per_item(s.out, "translate", settings, inputs, keys_all, work, batch_size=s.batch_size,
+    summary = run_per_item(s.out, "translate", _recorded(settings, s), inputs, keys_all, work, batch_size=s.batch_size,
                            shard=shard, overwrite=overwrite)
     if s.preview and previews:
         from ..metrics.figures import contact_sheet
