@@ -31,7 +31,9 @@ def make_tiny(out, seed: int = 0, prediction_type: str = "epsilon") -> dict:
     """Write ``out/sd`` (a StableDiffusionPipeline folder) and ``out/controlnet``; returns their paths."""
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     out = Path(out)
     torch.manual_seed(seed)
     _write_tokenizer(out / "tokenizer")
