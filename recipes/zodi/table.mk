@@ -49,10 +49,12 @@ table: $(EVALS)
 	python recipes/zodi/collate.py $(OUT) "$(DOMAINS)" "$(SEEDS)" $(MODEL)
 
 # A smoke test of the whole recipe on the toy city (minutes on a CPU); not the paper's numbers.
+TOY_DOMAINS ?= fog night
+TOY_SEEDS   ?= 1 2
 toy:
 	$(ZODI) datasets make-toy --out $(OUT)-toy/data/toy --n-train 16 --n-val 8
 	[ -d $(OUT)-toy/models/tiny/sd ] || $(ZODI) models make-tiny --out $(OUT)-toy/models/tiny
 	ZODI_TOY_ROOT=$(OUT)-toy/data/toy ZODI_MODELS=$(OUT)-toy/models $(MAKE) -f recipes/zodi/table.mk OUT=$(OUT)-toy \
-	  SOURCE=toy:clear:train SOURCE_VAL=toy:clear:val TARGET=toy:%s:val DOMAINS="fog night" SEEDS="1 2" \
+	  SOURCE=toy:clear:train SOURCE_VAL=toy:clear:val TARGET=toy:%s:val DOMAINS="$(TOY_DOMAINS)" SEEDS="$(TOY_SEEDS)" \
 	  MODEL=deeplabv3plus_r18 SD=tiny CN=tiny-controlnet TRANSLATE="--short-side 32 --batch-size 4" \
 	  TRAIN="--iters 10 --batch-size 4 --crop 64x128 --resize none --num-workers 0" EVAL="" table
