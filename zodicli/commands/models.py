@@ -35,3 +35,24 @@ def make_tiny(out, seed, prediction_type):
 
     paths = make(out, seed, prediction_type)
     click.echo(f"--model {paths['model']} --controlnet {paths['controlnet']}")
+
+
+@command.command("train-toy")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder: sd/, controlnet/, state.pt, corpus/.")
+@click.option("--vae-steps", default=1500, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=1), help="UNet + ControlNet steps.")
+@click.option("--minutes", default=None, type=float, help="Stop after this long (the next run continues).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
+@click.option("--corpus-per-style", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--ckpt-every", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed):
+    """Train a toy SD + ControlNet-seg stack on a toy-city corpus of its own (CPU; resumable)."""
+    import torch
+
+    from ..diffusion.toy_train import train_toy as run
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every,
+              log=lambda m: click.echo(m, err=True))
+    click.echo(f"{res['out']}: stage {res['stage']}, step {res['step']}; --model {out}/sd --controlnet {out}/controlnet")

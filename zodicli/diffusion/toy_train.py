@@ -1,0 +1,198 @@
+"""Train a toy Stable-Diffusion + ControlNet-seg stack on a toy-city corpus, on the CPU.
+
+Stage 1 trains an AutoencoderKL (factor 4, channels 32/64/128) with L1 + a small KL term on crops
+of every style. Stage 2 freezes it and trains a UNet (32, 64, 64) and its ControlNet jointly on
+ε-prediction, conditioned on the caption ("driving in fog, best quality", ...; 10 % dropped to the
+empty caption for classifier-free guidance) through the frozen tiny CLIP text model, and on the
+Cityscapes-palette label map. Sizes follow REFERENCE §12. The corpus is a toy city made with its
+own seed, so no scene of the demo's train or val splits is ever seen.
+
+Resumable: ``OUT/state.pt`` holds the stage, step, optimiser and RNG states; the diffusers folders
+``OUT/sd`` and ``OUT/controlnet`` are replaced atomically at every checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night": "driving at night",
+            "rain": "driving under rain", "snow": "driving in snow"}
+SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
+
+
+def _corpus(root: Path, n: int, seed: int):
+    """(images uint8 (N, H, W, 3), labels uint8 (N, H, W) train ids, captions) of every style."""
+    from ..data.registry import open_dataset
+    from ..data.toy import make_toy
+    from .layout import resize_image, resize_label
+
+    make_toy(root, n_train=n, n_val=1, seed=seed)
+    os.environ["ZODI_TOY_ROOT"] = str(root)
+    images, labels, captions = [], [], []
+    for cond, text in CAPTIONS.items():
+        ds = open_dataset(f"toy:{cond}:train")
+        for k in ds.keys():
+            images.append(resize_image(ds.image(k), SIZE))
+            labels.append(resize_label(ds.label(k), SIZE))
+            captions.append(text + ", best quality")
+    return np.stack(images), np.stack(labels), captions
+
+
+def _models(tiny_dir: Path):
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tiny_dir / "sd" / "tokenizer")
+    text = CLIPTextModel.from_pretrained(tiny_dir / "sd" / "text_encoder").eval().requires_grad_(False)
+    vae = AutoencoderKL(block_out_channels=(32, 64, 128), layers_per_block=1, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        norm_num_groups=32, scaling_factor=0.18215)
+    unet = UNet2DConditionModel(sample_size=16, block_out_channels=(32, 64, 64), layers_per_block=1, cross_attention_dim=32,
+                                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                                attention_head_dim=8, norm_num_groups=32)
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64))   # downsamples by 4, as the VAE
+    return tok, text, vae, unet, cn
+
+
+def _save(out: Path, tok, text, vae, unet, cn) -> None:
+    """Replace OUT/sd and OUT/controlnet atomically (write aside, then rename)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .tiny import SD15_SCHEDULER
+
+    tmp = out / "export.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(**SD15_SCHEDULER),
+                            safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(tmp / "sd")
+    cn.save_pretrained(tmp / "controlnet")
+    for name in ("sd", "controlnet"):
+        old = out / f"{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (out / name).exists():
+            os.replace(out / name, old)
+        os.replace(tmp / name, out / name)
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_toy(out, vae_steps: int = 1500, steps: int = 20000, minutes: float | None = None, batch_size: int = 32,
+              corpus_per_style: int = 200, seed: int = 0, ckpt_every: int = 100, log=print) -> dict:
+    """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress."""
+    from transformers.utils import logging as hf_logging
+
+    from ..data.classsets import load
+    from .tiny import make_tiny
+
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "text" / "sd").exists():
+        make_tiny(out / "text", seed=seed)                      # the frozen tiny CLIP and its tokenizer
+    images, labels, captions = _corpus(out / "corpus", corpus_per_style, seed + 1000)
+    tok, text, vae, unet, cn = _models(out / "text")
+    state_path = out / "state.pt"
+    state = torch.load(state_path, weights_only=False) if state_path.exists() else {"stage": "vae", "step": 0}
+    if "vae" in state:
+        vae.load_state_dict(state["vae"])
+    if "unet" in state:
+        unet.load_state_dict(state["unet"])
+        cn.load_state_dict(state["cn"])
+    torch.manual_seed(seed + state["step"] + (0 if state["stage"] == "vae" else 10 ** 6))
+    rng = np.random.default_rng([seed, state["step"], state["stage"] == "vae"])
+    deadline = time.time() + minutes * 60 if minutes else None
+    palette = torch.tensor(load("cityscapes19").colors, dtype=torch.float32)
+    lut = torch.zeros(256, 3)
+    lut[:19] = palette / 255
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    c_all = lut[torch.from_numpy(labels).long()].permute(0, 3, 1, 2)
+    with torch.no_grad():
+        tokens = tok(sorted(set(captions)) + [""], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        emb_table = text(tokens.input_ids)[0]
+    cap_index = {c: i for i, c in enumerate(sorted(set(captions)) + [""])}
+    cap_ids = torch.tensor([cap_index[c] for c in captions])
+
+    def checkpoint(stage_done=False):
+        state.update(vae=vae.state_dict(), unet=unet.state_dict(), cn=cn.state_dict())
+        torch.save(state, state_path.with_suffix(".tmp"))
+        os.replace(state_path.with_suffix(".tmp"), state_path)
+        _save(out, tok, text, vae, unet, cn)
+
+    # Stage 1: the VAE ---------------------------------------------------------------------------
+    if state["stage"] == "vae":
+        opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+        if "opt" in state:
+            opt.load_state_dict(state["opt"])
+        vae.train()
+        while state["step"] < vae_steps and not (deadline and time.time() > deadline):
+            idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
+            x = x_all[idx]
+            y0, x0 = int(rng.integers(0, SIZE[0] - 31)), int(rng.integers(0, SIZE[1] - 31))
+            x = x[..., y0:y0 + 32, x0:x0 + 32]
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            loss = F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+            if state["step"] % 50 == 0:
+                psnr = 10 * torch.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x)).item()
+                log(f"vae step {state['step']}/{vae_steps}: L1 {loss.item():.4f}, PSNR {psnr:.1f} dB")
+            if state["step"] % ckpt_every == 0:
+                state["opt"] = opt.state_dict()
+                checkpoint()
+        if state["step"] >= vae_steps:
+            state.update(stage="unet", step=0)
+            state.pop("opt", None)
+        checkpoint()
+
+    # Stage 2: UNet + ControlNet -----------------------------------------------------------------
+    if state["stage"] == "unet" and not (deadline and time.time() > deadline):
+        from diffusers import DDPMScheduler
+
+        from .tiny import SD15_SCHEDULER
+
+        sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")})
+        vae.eval().requires_grad_(False)
+        params = list(unet.parameters()) + list(cn.parameters())
+        opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
+        if "opt" in state:
+            opt.load_state_dict(state["opt"])
+        unet.train()
+        cn.train()
+        with torch.no_grad():
+            z_all = torch.cat([vae.encode(x_all[i:i + 64]).latent_dist.mean for i in range(0, len(x_all), 64)]) * 0.18215
+        while state["step"] < steps and not (deadline and time.time() > deadline):
+            idx = torch.from_numpy(rng.integers(0, len(z_all), batch_size))
+            z0, ctrl = z_all[idx], c_all[idx]
+            ids = cap_ids[idx].clone()
+            ids[torch.from_numpy(rng.random(batch_size) < 0.1)] = cap_index[""]
+            emb = emb_table[ids]
+            noise = torch.randn_like(z0)
+            t = torch.randint(0, 1000, (batch_size,))
+            zt = sched.add_noise(z0, noise, t)
+            down, mid = cn(zt, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
+            pred = unet(zt, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid).sample
+            loss = F.mse_loss(pred, noise)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            state["step"] += 1
+            state["loss"] = 0.98 * state.get("loss", loss.item()) + 0.02 * loss.item()
+            if state["step"] % 50 == 0:
+                log(f"unet step {state['step']}/{steps}: noise loss (EMA) {state['loss']:.4f}")
+            if state["step"] % ckpt_every == 0:
+                state["opt"] = opt.state_dict()
+                checkpoint()
+        state["opt"] = opt.state_dict()
+        checkpoint()
+    return {"out": str(out), "stage": state["stage"], "step": state["step"], "loss": state.get("loss")}
