@@ -203,3 +203,18 @@ def test_dplg_schedule_and_checks(cli, env, tmp_path):
     assert Artifact(tmp_path / "d.h5").meta["settings"]["dplg_iter"] == 2500
     code, out, err = cli("evaluate", "--checkpoint", tmp_path / "sd/last.pt", "--dataset", "toy:fog:val", "--json")
     assert code == 0 and json.loads(out)["n_images"] == 4, err
+
+
+def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
+    args = ["models", "train-toy", "--out", tmp_path / "tt", "--vae-steps", "2", "--batch-size", "4",
+            "--corpus-per-style", "2", "--ckpt-every", "1"]
+    code, out, err = cli(*args, "--steps", "2")
+    assert code == 0 and "stage unet, step 2" in out, err
+    state = torch.load(tmp_path / "tt/state.pt", weights_only=False)
+    assert state["stage"] == "unet" and state["step"] == 2
+    code, out, err = cli(*args, "--steps", "3")                       # continues, does not restart
+    assert code == 0 and "stage unet, step 3" in out, err
+    code, out, err = cli("translate", "--src", "toy:clear:val", "--domain", "snow", "--model", tmp_path / "tt/sd",
+                         "--controlnet", tmp_path / "tt/controlnet", "--short-side", "32", "--out", tmp_path / "s.h5")
+    assert code == 0, err
+    assert Artifact(tmp_path / "s.h5").get("images", 0).shape == (32, 64, 3)
