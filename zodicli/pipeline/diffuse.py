@@ -235,8 +235,7 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
         for idx in _groups(list(range(n)), sizes):
             gens = generators(s.seed, [keys[i] for i in idx])
             size = tuple(sizes[idx[0]])
-            lbs = labels if inv is not None else None
-            lbs = [lbs[i] for i in idx] if lbs is not None else [resize_label(src_labels[i], size) for i in idx]
+            lbs = [labels[i] for i in idx] if inv is not None else [resize_label(src_labels[i], size) for i in idx]
             control = control_image(lbs, s.palette).to(stack.device) if stack.controlnet else None
             cond, uncond = _text(stack, s, len(idx))
             guide = guide_factory(lbs) if guide_factory else None
