@@ -50,7 +50,8 @@ def predict(checkpoint, src: str, out, *, size=None, window=None, stride=None, f
         if not features:
             raise InputError(f"{checkpoint} segments cached diffusion features", "pass --features h5:FILE (zodi extract-features)")
         feats = Artifact(str(features).removeprefix("h5:"), allow_partial=allow_partial)
-        missing = [k for k in ds.keys() if k not in set(feats.keys)]
+        have = set(feats.keys)
+        missing = [k for k in ds.keys() if k not in have]
         if missing:
             raise InputError(f"{len(missing)} images of {src} have no cached features, e.g. {missing[0]!r}",
                              "extract features for the whole split")

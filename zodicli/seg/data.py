@@ -50,7 +50,8 @@ class TrainSet(torch.utils.data.Dataset):
                                  f"e.g. {missing[0]!r}", "translate the whole source split (pairs are matched by key)")
         self.target, self.pseudo, self.pl_threshold = target, pseudo, pl_threshold
         if pseudo is not None:
-            missing = [k for k in target.keys() if k not in set(pseudo.keys)]
+            have = set(pseudo.keys)
+            missing = [k for k in target.keys() if k not in have]
             if missing:
                 raise InputError(f"{len(missing)} target images have no pseudo-label in {pseudo.path}, e.g. {missing[0]!r}",
                                  "pseudo-label the same target split")

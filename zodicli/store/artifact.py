@@ -282,8 +282,9 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
         s = sources[k]
         f = h(s.path)
         for field in _item_fields(f, s):
-            ds = f[f"{field}/{s.row:08d}"] if (s.part or isinstance(f[field], h5py.Group)) else f[field]
-            shape = ds.shape if (s.part or isinstance(f[field], h5py.Group)) else ds.shape[1:]
+            per_item = s.part or isinstance(f[field], h5py.Group)      # one dataset per item, or a stacked row
+            ds = f[f"{field}/{s.row:08d}"] if per_item else f[field]
+            shape = ds.shape if per_item else ds.shape[1:]
             shapes.setdefault(field, []).append(shape)
             dtypes[field] = ds.dtype
     for field, lst in shapes.items():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_model
-from .resnet import ResNet, load_backbone
+from .resnet import build_backbone
 
 
 def conv_bn_relu(cin, cout, k=1, dilation=1):
@@ -32,9 +32,7 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(nn.Module):
     def __init__(self, num_classes=19, depth=50, output_stride=32, pretrained=None):
         super().__init__()
-        self.backbone = ResNet(depth, output_stride)
-        if pretrained:
-            load_backbone(self.backbone, pretrained)
+        self.backbone = build_backbone(depth, output_stride, pretrained)
         c1, _, _, c4 = self.backbone.channels
         rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
         self.aspp = ASPP(c4, 256, rates)

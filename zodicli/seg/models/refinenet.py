@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_model
-from .resnet import ResNet, load_backbone
+from .resnet import build_backbone
 
 
 def conv1x1(cin, cout):
@@ -30,9 +30,7 @@ class CRP(nn.Module):
 class LWRefineNet(nn.Module):
     def __init__(self, num_classes=19, depth=50, output_stride=32, pretrained=None):
         super().__init__()
-        self.backbone = ResNet(depth, output_stride)
-        if pretrained:
-            load_backbone(self.backbone, pretrained)
+        self.backbone = build_backbone(depth, output_stride, pretrained)
         c1, c2, c3, c4 = self.backbone.channels
         self.drop = nn.Dropout(0.5)
         self.reduce = nn.ModuleList([conv1x1(c4, 512), conv1x1(c3, 256), conv1x1(c2, 256), conv1x1(c1, 256)])

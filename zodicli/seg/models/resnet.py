@@ -99,6 +99,14 @@ class ResNet(nn.Module):
         return [c1, c2, c3, self.layer4(c3)]
 
 
+def build_backbone(depth: int, output_stride: int, pretrained=None) -> ResNet:
+    """A ResNet, with torchvision-format weights loaded strictly when ``pretrained`` is given."""
+    backbone = ResNet(depth, output_stride)
+    if pretrained:
+        load_backbone(backbone, pretrained)
+    return backbone
+
+
 def read_state_dict(path) -> dict:
     p = Path(path)
     if not p.is_file():
