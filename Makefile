@@ -4,10 +4,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
-DEMO    := out/demo
+DEMO    ?= runs/demo
+SEEDS   ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean toy-model toy-check table-zodi table-madm table-diff
 
 install: $(STAMP)
 
@@ -23,12 +24,22 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=5
 
 demo: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo.sh $(DEMO)
+	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo/run.sh $(DEMO) "$(SEEDS)"
+
+# The toy diffusion model behind the demo: retrain (about 2 h on 2 CPU cores; resumable), or check it.
+toy-model: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH bash recipes/toy/train.sh out/toy-diffusion
+
+toy-check: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH python recipes/toy/check.py runs/toy-check
+
+# The papers' tables (need the real datasets and models; `make -n table-zodi` prints every command).
+# Each runs, as a smoke test, on the toy city: make -f recipes/zodi/table.mk toy (see tests/test_recipes.py).
+table-zodi table-madm table-diff: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(MAKE) -f recipes/$(@:table-%=%)/table.mk table
 
 bench: $(STAMP)
-	$(BIN)/python recipes/bench/bench_evaluate.py
-	$(BIN)/python recipes/bench/bench_train.py
-	$(BIN)/python recipes/bench/bench_translate.py
+	$(BIN)/python recipes/bench/report.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out runs

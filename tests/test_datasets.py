@@ -126,3 +126,13 @@ def test_toy_weather_hurts_a_clear_trained_segmenter(toy_env):
         miou[cond] = cm.scores(ds.classes.names)["miou"]
     for cond in ("fog", "night", "rain", "snow"):
         assert miou[cond] < 0.75 * miou["clear"], miou
+
+
+def test_union_spec_joins_datasets_and_refuses_shared_keys(toy_env):
+    clear, fog = open_dataset("toy:clear:val"), open_dataset("toy:fog:val")
+    both = open_dataset("toy:clear:val+toy:fog:val")
+    assert both.keys() == sorted(clear.keys() + fog.keys()) and both.spec == "toy:clear:val+toy:fog:val"
+    k = fog.keys()[0]
+    assert np.array_equal(both.image(k), fog.image(k)) and np.array_equal(both.label(k), fog.label(k))
+    with pytest.raises(InputError, match="share the key"):
+        open_dataset("toy:clear:val+toy:clear:val")

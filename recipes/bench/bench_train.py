@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = ap.parse_args()
     device = torch.device(a.device)
     hw = tuple(int(v) for v in a.size.split("x"))
@@ -87,6 +88,11 @@ def main():
     print(f"bare torch loop : {t_bare:.3f} s/iter")
     print(f"zodi train-seg  : {t_zodi:.3f} s/iter  (ratio {t_zodi / t_bare:.3f}; target <= 1.10)")
     print(f"data wait share : {wait * 100:.1f} %   (target < 5 %)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "setting": f"{a.model}, batch {a.batch}, {hw[0]}x{hw[1]}, {a.device} {a.amp}", "baseline": "bare torch loop",
+            "bare_s_per_iter": t_bare, "zodi_s_per_iter": t_zodi, "ratio": t_zodi / t_bare, "data_wait_share": wait,
+            "zodi_it_s": 1 / t_zodi}))
 
 
 if __name__ == "__main__":

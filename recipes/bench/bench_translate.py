@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -76,6 +77,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     from diffusers import DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline
@@ -164,6 +166,12 @@ def main():
     print(f"diffusers img2img  : {t_diff / n:.3f} s/image (per-image loop, 12 steps)")
     print(f"zodi vs diffusers  : {t_diff / wall:.2f}x images per second (best of 3 alternated runs each; "
           f"zodi makes 13 UNet evaluations per image to diffusers' 12)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "setting": f"{'full-size SD1.5+ControlNet' if a.full_size else 'tiny stack'}, {n} images {size[0]}x{size[1]}, "
+                       f"{a.device} {a.dtype}, batch {a.batch}", "baseline": "diffusers ControlNet img2img, per-image loop",
+            "zodi_s_per_image": wall / n, "model_call_s_per_image": model_time / n, "wall_over_model_calls": wall / model_time,
+            "diffusers_s_per_image": t_diff / n, "zodi_vs_diffusers_images_per_s": t_diff / wall}))
 
 
 if __name__ == "__main__":

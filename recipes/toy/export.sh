@@ -1,35 +1,53 @@
 #!/usr/bin/env bash
-# Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into recipes/toy/model with
-# its model card, for the demo. Usage: recipes/toy/export.sh RUN [TRAIN_MINUTES]
+# Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into recipes/toy/model as
+# fp16 safetensors (the loaders cast to the --dtype asked for), with STEPS and its model card.
+# Usage: recipes/toy/export.sh RUN        (recipes/toy/check.py --card adds the quality figures)
 set -euo pipefail
-RUN=$1; MINUTES=${2:-?}
+RUN=$1
 DST=recipes/toy/model
-rm -rf "$DST" && mkdir -p "$DST"
-cp -r "$RUN/sd" "$RUN/controlnet" "$DST/"
-python - "$RUN" "$DST" "$MINUTES" <<'PY'
-import sys, torch
-run, dst, minutes = sys.argv[1:]
-s = torch.load(f"{run}/state.pt", weights_only=False)
-unet = sum(v.numel() for v in s["unet"].values()); cn = sum(v.numel() for v in s["cn"].values())
-vae = sum(v.numel() for v in s["vae"].values())
-open(f"{dst}/STEPS", "w").write(f"{s['step']}\n")
-open(f"{dst}/MODEL_CARD.md", "w").write(f"""# Toy diffusion stack (zodi models train-toy)
+rm -rf "$DST.tmp" && mkdir -p "$DST.tmp"
+cp -r "$RUN/sd" "$RUN/controlnet" "$DST.tmp/"
+python - "$RUN" "$DST.tmp" <<'PY'
+import re, sys, time
+from pathlib import Path
+import torch
+from safetensors.torch import load_file, save_file
+run, dst = Path(sys.argv[1]), Path(sys.argv[2])
+for f in dst.rglob("*.safetensors"):
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
+s = torch.load(run / "state.pt", weights_only=False)
+n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn")}
+stamps = [time.mktime(time.strptime(m, "%Y-%m-%d %H:%M:%S"))
+          for m in re.findall(r"^(\S+ \S+) ", (run / "train.log").read_text(), re.M)] if (run / "train.log").exists() else []
+log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
+vae_last = next((l for l in reversed(log) if " vae step " in l), "")
+(dst / "STEPS").write_text(f"{s['step']}\n")
+(dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
-Trained on the CPU (2 cores) of a zodi development machine, about {minutes} minutes in all.
-- Data: a toy city of its own (seed 1000, 200 train scenes per style: clear, fog, night, rain, snow),
-  at 128x64, never the demo's scenes. Captions: "driving on a clear day / in fog / at night / under
-  rain / in snow, best quality"; 10 % dropped to "" for classifier-free guidance.
-- VAE: AutoencoderKL, factor 4, channels (32, 64, 128), {vae / 1e6:.2f} M parameters; 600 steps, batch 32,
-  32x32 crops, L1 + 1e-6 KL; about 22 dB PSNR on training crops (thin poles and lane dashes blur).
-- UNet (32, 64, 64), {unet / 1e6:.2f} M parameters, + ControlNet (from the UNet), {cn / 1e6:.2f} M parameters,
-  trained jointly on epsilon prediction for {s['step']} steps at batch 32, AdamW 5e-4, SD 1.5's schedule;
-  noise loss (EMA) {s.get('loss', float('nan')):.4f} at the end. Text: the frozen random 2-layer CLIP of
-  `zodi models make-tiny` (captions still map to distinct embeddings).
-- Use: `--model recipes/toy/model/sd --controlnet recipes/toy/model/controlnet --short-side 64`.
-- Continue training: `zodi models train-toy --out RUN` resumes from RUN/state.pt (not committed: it
-  holds optimiser states); from scratch the same command reproduces this run's first steps.
-- Weak by construction: a small model trained for minutes. Translations carry the style's colours and
-  much of the layout; small objects suffer. It exists so the demo measures something real.
+A Stable-Diffusion-structured stack (AutoencoderKL, CLIP text model + tokenizer, UNet, ControlNet for
+Cityscapes-palette label layouts) that loads like SD 1.5 + ControlNet-seg. Trained from scratch on the
+CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
+{(stamps[-1] - stamps[0]) / 60 if stamps else float('nan'):.0f} minutes of wall time (other work shared the machine).
+
+- Data: a toy city of its own (seed 1000; 300 train scenes per style: clear, fog, night, rain, snow), at
+  128x64, never the demo's or the check's scenes. Captions: "driving on a clear day / in fog / at night /
+  under rain / in snow, best quality"; 10 % dropped to "" for classifier-free guidance.
+- VAE: factor 2, channels (64, 128), 4 latent channels, {n['vae']:.2f} M parameters; L1 + 1e-6 KL on 32x64
+  crops, batch 16, AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last.partition(' vae ')[2] or '?'}
+- UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
+  (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
+  parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16, AdamW 5e-4 with
+  200 warm-up steps, SD 1.5's noise schedule, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
+  end: {s.get('loss', float('nan')):.4f}. Text: the frozen random 2-layer CLIP of `zodi models make-tiny`.
+- Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
+- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 / 0.9,
+  guidance 5.
+- Retrain: `recipes/toy/train.sh` (`make toy-model`); it resumes from RUN/state.pt. To continue from
+  these weights on a fresh machine: `zodi models train-toy --out RUN --init-from recipes/toy/model`.
+
+## Quality
+Run `make toy-check` (recipes/toy/check.py --card) to measure and fill this in.
 """)
 PY
+rm -rf "$DST" && mv "$DST.tmp" "$DST"
 du -sh "$DST"

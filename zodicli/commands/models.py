@@ -39,20 +39,31 @@ def make_tiny(out, seed, prediction_type):
 
 @command.command("train-toy")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder: sd/, controlnet/, state.pt, corpus/.")
-@click.option("--vae-steps", default=1500, show_default=True, type=click.IntRange(min=1))
+@click.option("--vae-steps", default=700, show_default=True, type=click.IntRange(min=1))
 @click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=1), help="UNet + ControlNet steps.")
 @click.option("--minutes", default=None, type=float, help="Stop after this long (the next run continues).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
-@click.option("--corpus-per-style", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=2))
+@click.option("--corpus-per-style", default=300, show_default=True, type=click.IntRange(min=1))
 @click.option("--ckpt-every", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
-def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed):
+@click.option("--init-from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Start the UNet stage from exported sd/ and controlnet/ (e.g. recipes/toy/model) when OUT has no state.")
+@click.option("--log", "log_file", default=None, type=click.Path(dir_okay=False), help="Also append the losses to this file.")
+def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, log_file):
     """Train a toy SD + ControlNet-seg stack on a toy-city corpus of its own (CPU; resumable)."""
+    import time
+
     import torch
 
     from ..diffusion.toy_train import train_toy as run
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every,
-              log=lambda m: click.echo(m, err=True))
+
+    def log(message):
+        click.echo(message, err=True)
+        if log_file:
+            with open(log_file, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log)
     click.echo(f"{res['out']}: stage {res['stage']}, step {res['step']}; --model {out}/sd --controlnet {out}/controlnet")

@@ -33,6 +33,7 @@ from ._types import SIZE
 @click.option("--pl-threshold", default=0.968, show_default=True, type=float, help="Confidence counted by the DACS weight.")
 @click.option("--adv-weight", default=0.0, show_default=True, type=float, help="Adversarial alignment (needs --target).")
 @click.option("--rcs-temperature", default=None, type=float, help="Rare-class sampling temperature (e.g. 0.01).")
+@click.option("--photometric", is_flag=True, help="Strong photometric augmentation: brightness, gamma, blur, noise.")
 @click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
 @click.option("--grad-clip", default=None, type=float)
 @click.option("--ckpt-every", default=1000, show_default=True, type=click.IntRange(min=1))

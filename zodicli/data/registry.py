@@ -1,6 +1,7 @@
 """The dataset registry: ``open_dataset("acdc:fog:val")`` -> a :class:`Dataset`.
 
-A spec is ``NAME[:ARG[:ARG]]``. Each dataset type registers itself with its name, aliases and
+A spec is ``NAME[:ARG[:ARG]]``, or several joined by ``+`` for their union (e.g. every toy style:
+``toy:clear:train+toy:fog:train``; keys must not collide). Each dataset type registers itself with its name, aliases and
 expected folder layout (printed when a root is missing or malformed). Roots resolve, per dataset,
 from ``ZODI_<NAME>_ROOT``, else ``<data root>/<folder>``, where the data root is ``--data-root``,
 then ``$ZODI_DATA``, then ``./data``.
@@ -72,6 +73,34 @@ class Dataset:
         for k in self.keys():
             h.update(k.encode() + b"\0")
         return h.hexdigest()[:16]
+
+
+class Union(Dataset):
+    """Several datasets as one; each key belongs to exactly one part."""
+
+    def __init__(self, parts: list[Dataset]):
+        self.parts = parts
+        self._owner = {}
+        for part in parts:
+            for k in part.keys():
+                if k in self._owner:
+                    raise InputError(f"{self._owner[k].spec} and {part.spec} share the key {k!r}",
+                                     "a union (A+B) needs distinct keys: join datasets with different file names")
+                self._owner[k] = part
+        self._keys = sorted(self._owner)
+
+    def keys(self):
+        return self._keys
+
+    def image(self, key):
+        return self._owner[key].image(key)
+
+    def label(self, key):
+        return self._owner[key].label(key)
+
+    @property
+    def has_labels(self):
+        return all(p.has_labels for p in self.parts)
 
 
 class FileDataset(Dataset):
@@ -169,6 +198,10 @@ def open_dataset(spec: str, data_root: str | os.PathLike | None = None, allow_pa
     _load_all()
     if not spec:
         raise InputError("empty dataset spec", "e.g. cityscapes:val, acdc:fog:val, gta5, h5:FILE, toy:fog:val")
+    if "+" in spec and not (spec.startswith("h5:") and Path(spec[3:]).exists()):
+        ds = Union([open_dataset(part, data_root, allow_partial) for part in spec.split("+")])
+        ds.spec = spec
+        return ds
     name, _, rest = spec.partition(":")
     if name not in ALIASES:
         raise InputError(f"unknown dataset {name!r} in {spec!r}", f"known: {', '.join(sorted(REGISTRY))} (see 'zodi datasets list')")

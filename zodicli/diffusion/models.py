@@ -75,7 +75,7 @@ class Stack:
         self.device, self.dtype = torch.device(device), dtype
         for m in (unet, vae, text_encoder, controlnet):
             if m is not None:
-                m.to(self.device) if dtype == torch.float32 else m.to(self.device, dtype)
+                m.to(self.device, dtype)           # also lifts weights stored in fp16 (the toy model)
                 m.eval().requires_grad_(False)
         sched = DDIMScheduler.from_config(scheduler_config)
         self.alphas_cumprod = sched.alphas_cumprod.to(torch.float64)                # ᾱ_t, t = 0..T-1

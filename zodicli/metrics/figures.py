@@ -32,17 +32,18 @@ def confusion_png(path, counts: np.ndarray, names, cell: int = 22) -> None:
 
 
 def contact_sheet(path, rows, palette_name: str = "cityscapes") -> None:
-    """One row per item: source | label colours | translation (all scaled to the translation's size)."""
+    """One row per item ``(key, source, label, *translations)``: source | label colours | each
+    translation, all scaled to the first translation's size."""
     from PIL import Image, ImageDraw
 
     from ..diffusion.layout import palette, resize_image
 
     lut = palette(palette_name)
     tiles = []
-    for key, src, label, out in rows:
-        h, w = out.shape[:2]
-        src = resize_image(src, (h, w)) if src is not None else np.zeros_like(out)
-        tiles.append(np.concatenate([src, lut[label], out], 1))
+    for key, src, label, *outs in rows:
+        h, w = outs[0].shape[:2]
+        src = resize_image(src, (h, w)) if src is not None else np.zeros_like(outs[0])
+        tiles.append(np.concatenate([src, lut[label], *outs], 1))
     sheet = Image.fromarray(np.concatenate(tiles, 0))
     d = ImageDraw.Draw(sheet)
     y = 0

@@ -58,3 +58,22 @@ def color_jitter(x: torch.Tensor, rng: np.random.Generator, strength=(0.5, 1.5),
         m = torch.linalg.inv(rgb2yiq) @ rot @ rgb2yiq
         x = torch.einsum("ij,jhw->ihw", m, x)
     return x.clamp_(0, 1)
+
+
+def photometric(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The strong photometric baseline (no diffusion model): on top of ``color_jitter``, a global
+    brightness gain down to 0.1 (night-dark), gamma in [0.5, 2], a Gaussian blur (sigma <= 1.5,
+    half the time) and pixel noise (sigma <= 0.05, half the time). (3, H, W) in [0, 1] -> same."""
+    x = x * float(np.exp(rng.uniform(np.log(0.1), np.log(1.2))))
+    x = x.clamp(0, 1) ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    if rng.random() < 0.5:
+        sigma = rng.uniform(0.3, 1.5)
+        r = int(np.ceil(2 * sigma))
+        k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
+        k = (k / k.sum()).to(x)
+        x = F.conv2d(F.pad(x[:, None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))[:, 0]
+    if rng.random() < 0.5:
+        noise = torch.from_numpy(rng.normal(0, rng.uniform(0.01, 0.05), x.shape).astype(np.float32))
+        x = x + noise.to(x)
+    return x.clamp_(0, 1)

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..runtime import item_rng, key_seed
-from .augment import color_jitter, crop_box, normalize, resize_image, resize_label, to_tensor
+from .augment import color_jitter, crop_box, normalize, photometric, resize_image, resize_label, to_tensor
 
 IGNORE = 255
 
@@ -27,6 +27,7 @@ class Augment:
     crop: tuple[int, int] | None = None        # (H, W) random crop
     flip: bool = True
     jitter: bool = True
+    photometric: bool = False                  # the strong photometric baseline on top of the jitter
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -143,6 +144,8 @@ class TrainSet(torch.utils.data.Dataset):
     def _finish(self, img, rng):
         if self.aug.jitter:
             img = color_jitter(img, rng)
+        if self.aug.photometric:
+            img = photometric(img, rng)
         return normalize(img.contiguous())
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     pl_threshold: float = 0.968
     adv_weight: float = 0.0
     rcs_temperature: float | None = None
+    photometric: bool = False                # strong photometric augmentation (a baseline, or on top of ZoDi)
     amp: str = "none"
     grad_clip: float | None = None
     ckpt_every: int = 1000
@@ -203,7 +204,7 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         extra = {"in_channels": {f.split("/")[1]: int(features.file[f].shape[1]) for f in trainset.fields},
                  "widths": list(cfg.fusion_widths) if cfg.fusion_widths else None}
     else:
-        aug = Augment(resize=cfg.resize, crop=cfg.crop)
+        aug = Augment(resize=cfg.resize, crop=cfg.crop, photometric=cfg.photometric)
         trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, out)
     epoch_iters = math.ceil(len(source) / (cfg.batch_size * world))
 

@@ -51,28 +51,28 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(out)) + idt)
 
 
-LAYOUTS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+LAYOUTS = {10: (BasicBlock, (1, 1, 1, 1)), 18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
 
 
 class ResNet(nn.Module):
     """Returns the four stage outputs (strides 4, 8, 16, 32 — or 8/16 where dilated)."""
 
-    def __init__(self, depth: int = 50, output_stride: int = 32):
+    def __init__(self, depth: int = 50, output_stride: int = 32, width: int = 64):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise InputError(f"output stride {output_stride} is not supported", "use 8, 16 or 32")
         block, layers = LAYOUTS[depth]
         dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}[output_stride]
-        self.inplanes, self.dilation = 64, 1
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.inplanes, self.dilation = width, 1
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make(block, 64, layers[0])
-        self.layer2 = self._make(block, 128, layers[1], 2, dilate[0])
-        self.layer3 = self._make(block, 256, layers[2], 2, dilate[1])
-        self.layer4 = self._make(block, 512, layers[3], 2, dilate[2])
-        self.channels = [64 * block.expansion * m for m in (1, 2, 4, 8)]
+        self.layer1 = self._make(block, width, layers[0])
+        self.layer2 = self._make(block, width * 2, layers[1], 2, dilate[0])
+        self.layer3 = self._make(block, width * 4, layers[2], 2, dilate[1])
+        self.layer4 = self._make(block, width * 8, layers[3], 2, dilate[2])
+        self.channels = [width * block.expansion * m for m in (1, 2, 4, 8)]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -99,9 +99,9 @@ class ResNet(nn.Module):
         return [c1, c2, c3, self.layer4(c3)]
 
 
-def build_backbone(depth: int, output_stride: int, pretrained=None) -> ResNet:
+def build_backbone(depth: int, output_stride: int, pretrained=None, width: int = 64) -> ResNet:
     """A ResNet, with torchvision-format weights loaded strictly when ``pretrained`` is given."""
-    backbone = ResNet(depth, output_stride)
+    backbone = ResNet(depth, output_stride, width)
     if pretrained:
         load_backbone(backbone, pretrained)
     return backbone

@@ -1,0 +1,84 @@
+"""make bench: run every benchmark the issues define, one after the other on this machine, and write
+recipes/bench/report.json and recipes/bench/report.md (figures, ratios against the baseline measured
+in the same script, targets, machine, date). GPU figures come from the same scripts with
+--device cuda (see the README); they are added when run with --gpu on a machine that has one.
+
+    python recipes/bench/report.py [--gpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+CPU_RUNS = {  # name: (script, arguments)
+    "evaluate": ("bench_evaluate.py", []),
+    "train": ("bench_train.py", []),
+    "translate": ("bench_translate.py", []),
+}
+GPU_RUNS = {
+    **{f"train-gpu-{amp}": ("bench_train.py", ["--model", "deeplabv3plus_r50", "--size", "384x768", "--batch", "4",
+                                               "--device", "cuda", "--amp", amp]) for amp in ("none", "bf16")},
+    **{f"translate-gpu-{dt}-b{b}": ("bench_translate.py", ["--full-size", "--device", "cuda", "--dtype", dt, "--batch", str(b)])
+       for dt in ("fp16", "bf16") for b in (1, 4, 8)},
+}
+ROWS = [  # (run, figure, label, target, format)
+    ("evaluate", "speedup", "evaluate: zodi vs cityscapesscripts, MP/s ratio (default threads)", "> 1", "{:.2f}x"),
+    ("evaluate", "speedup_1_thread", "evaluate: zodi (1 loader thread) vs cityscapesscripts", "> 1", "{:.2f}x"),
+    ("train", "ratio", "train-seg step time / bare torch loop", "<= 1.10", "{:.3f}"),
+    ("train", "data_wait_share", "train-seg: share of step time waiting for data", "< 5 %", "{:.1%}"),
+    ("translate", "wall_over_model_calls", "translate wall time / UNet+ControlNet+VAE+text call time", "<= 1.10", "{:.3f}"),
+    ("translate", "zodi_vs_diffusers_images_per_s", "translate: zodi vs diffusers img2img loop, images/s ratio", ">= 1", "{:.2f}x"),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        import torch
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except Exception:                                      # noqa: BLE001 - the report still names the CPU
+        gpu = "?"
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, {gpu}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpu", action="store_true", help="also run the GPU benchmarks (needs CUDA)")
+    args = ap.parse_args()
+    runs = {**CPU_RUNS, **(GPU_RUNS if args.gpu else {})}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (script, extra) in runs.items():
+            out = Path(tmp) / f"{name}.json"
+            print(f"== {name}: {script} {' '.join(extra)}", file=sys.stderr)
+            r = subprocess.run([sys.executable, str(HERE / script), *extra, "--json", str(out)], stdout=subprocess.PIPE, text=True)
+            sys.stderr.write(r.stdout)
+            results[name] = json.loads(out.read_text()) if r.returncode == 0 else {"error": f"exit code {r.returncode}"}
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": results}
+    (HERE / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = [f"# zodi benchmark report", "", f"{report['date']}, {report['machine']}. Every ratio is measured against "
+             "its baseline in the same script, side by side (`make bench`; recipes/bench/report.py).", "",
+             "| benchmark | setting | figure | target |", "|---|---|---|---|"]
+    for run, key, label, target, fmt in ROWS:
+        res = results.get(run, {})
+        value = fmt.format(res[key]) if key in res else res.get("error", "not run")
+        lines.append(f"| {label} | {res.get('setting', '')} | {value} | {target} |")
+    for run, res in results.items():
+        if "gpu" in run and "error" not in res:
+            value = f"{res['zodi_it_s']:.2f} it/s" if "zodi_it_s" in res else \
+                f"{1 / res['zodi_s_per_image']:.2f} img/s, {res['zodi_vs_diffusers_images_per_s']:.2f}x diffusers"
+            lines.append(f"| {run} | {res['setting']} | {value} | |")
+    (HERE / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

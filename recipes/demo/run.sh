@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make demo: ZoDi's chain end to end on the toy city, on the CPU. Usage:
+#   recipes/demo/run.sh OUT "SEEDS"        (make demo [SEEDS="1 2 3"]; env ITERS, N_TRAIN, N_VAL, DOMAINS)
+# toy city -> ZoDi translations of the clear train/val images to fog and night (the toy diffusion
+# model, recipes/toy/model) -> per seed, six training recipes of the same small DeepLabv3+ ->
+# evaluation on real toy fog/night val, and on the translated val images (ZoDi's target-free
+# estimate) -> recipes/demo/report.py: OUT/metrics.json, OUT/table.md, OUT/contact_sheet.png.
+# The translations are made once and shared by all seeds (the seeds vary the segmenters).
+# Every zodi command resumes by itself; `step` also skips a command that already finished with the
+# same arguments, so a second run only prints the table.
+set -euo pipefail
+OUT=${1:-runs/demo}
+SEEDS=${2:-1}
+ITERS=${ITERS:-250} N_TRAIN=${N_TRAIN:-100} N_VAL=${N_VAL:-40} DOMAINS=${DOMAINS:-fog night}
+mkdir -p "$OUT"
+export ZODI_TOY_ROOT="$OUT/toy" HF_HUB_OFFLINE=1
+[ -d recipes/toy/model/sd ] || { echo "demo: recipes/toy/model is missing (make toy-model)" >&2; exit 1; }
+
+# step OUTPUT zodi ARGS...: run once; stdout goes to OUTPUT (written whole), progress to stderr.
+step() {
+  local out=$1; shift
+  [ -f "$out.done" ] && [ "$(cat "$out.done")" = "$*" ] && return 0
+  mkdir -p "$(dirname "$out")"
+  "$@" > "$out.tmp" && mv "$out.tmp" "$out" && echo "$*" > "$out.done"
+}
+
+step "$OUT/toy.txt" zodi datasets make-toy --out "$OUT/toy" --n-train "$N_TRAIN" --n-val "$N_VAL" --seed 0
+for d in $DOMAINS; do
+  for split in train val; do
+    echo "== ZoDi translation clear:$split -> $d" >&2
+    step "$OUT/synth/$d-$split.txt" zodi translate --config "recipes/toy/$d.yaml" --src "toy:clear:$split" \
+      --out "$OUT/synth/$d-$split.h5" --preview 4
+  done
+done
+
+for seed in $SEEDS; do
+  R="$OUT/seed$seed"
+  TRAIN=(--model deeplabv3plus_tiny --source toy:clear:train --iters "$ITERS" --batch-size 16
+         --resize 64x128 --crop none --lr 0.02 --ckpt-every 250 --num-workers 1 --seed "$seed")
+  train() { local run=$1; shift; echo "== seed $seed: $run" >&2; step "$R/$run/train.txt" zodi train-seg "$@" --out "$R/$run"; }
+  train source-only "${TRAIN[@]}"
+  train photometric "${TRAIN[@]}" --photometric
+  for d in $DOMAINS; do
+    train "zodi-$d" "${TRAIN[@]}" --synth "$OUT/synth/$d-train.h5"
+    train "zodi-photometric-$d" "${TRAIN[@]}" --synth "$OUT/synth/$d-train.h5" --photometric
+    step "$R/zodi-$d/pl-$d.txt" zodi pseudolabel --checkpoint "$R/zodi-$d/last.pt" --src "toy:$d:train" --size 64x128 \
+      --batch-size 16 --out "$R/zodi-$d/pl-$d.h5"
+    train "zodi-pl-$d" "${TRAIN[@]}" --synth "$OUT/synth/$d-train.h5" --target "toy:$d:train" \
+      --target-pl "$R/zodi-$d/pl-$d.h5" --init-from "$R/zodi-$d/last.pt"
+    train "oracle-$d" "${TRAIN[@]/toy:clear:/toy:$d:}"
+  done
+  # Every run on real target val, and on the translated clear val (the target-free estimate).
+  for run in "$R"/*/; do
+    run=${run%/}
+    for d in $DOMAINS; do
+      case $(basename "$run") in *-fog|*-night) [[ $(basename "$run") == *-$d ]] || continue;; esac
+      EVAL=(--checkpoint "$run/last.pt" --size 64x128 --batch-size 16 --json)
+      step "$run/metrics-$d.json" zodi evaluate "${EVAL[@]}" --dataset "toy:$d:val" --out "$run/preds-$d.h5"
+      step "$run/metrics-$d-estimate.json" zodi evaluate "${EVAL[@]}" --dataset "h5:$OUT/synth/$d-val.h5" \
+        --out "$run/preds-$d-estimate.h5"
+    done
+  done
+done
+python recipes/demo/report.py "$OUT" "$SEEDS" "$DOMAINS"

@@ -1,0 +1,189 @@
+"""make toy-check: the three quality gates of the toy diffusion model (recipes/toy/model), measured
+on a held-out toy city (seed 2000: neither the model's corpus nor the demo's scenes).
+
+1. VAE reconstruction PSNR on held-out val images of every style, at the model's size (64x128);
+   gate: >= 28 dB for every style.
+2. Layout kept: a segmenter trained on real images of all five styles scores ZoDi translations of
+   held-out clear val images (against their source labels) and real val images of the style;
+   gate: the translation mIoU >= 85 % of the real-image mIoU, and no class below 50 % of its
+   real-image IoU.
+3. Style reached: a small style classifier trained on real images of the five styles labels the
+   translations; gate: >= 90 % of fog translations called fog, and of night translations night.
+
+The segmenter, the translations and the evaluations are plain zodi commands (printed as they run);
+the VAE and the classifier are checked here. Usage: python recipes/toy/check.py [OUT] [--iters N]
+Writes OUT/toy_check.json and prints the figures; exits 1 when a gate is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+STYLES = ("clear", "fog", "night", "rain", "snow")
+TARGETS = ("fog", "night")
+SIZE = (64, 128)
+MODEL = Path("recipes/toy/model")
+
+
+def zodi(*args) -> str:
+    print("+ zodi " + " ".join(map(str, args)), file=sys.stderr)
+    return subprocess.run(["zodi", *map(str, args)], check=True, stdout=subprocess.PIPE, text=True).stdout
+
+
+def vae_psnr(n: int) -> dict[str, float]:
+    """Mean PSNR (dB) of encode -> decode (posterior mean) over ``n`` val images per style."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from zodicli.data.registry import open_dataset
+    from zodicli.diffusion.layout import resize_image
+
+    vae = AutoencoderKL.from_pretrained(MODEL / "sd", subfolder="vae", local_files_only=True).float().eval()
+    out = {}
+    for style in STYLES:
+        ds = open_dataset(f"toy:{style}:val")
+        x = np.stack([resize_image(ds.image(k), SIZE) for k in ds.keys()[:n]])
+        x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        rec = ((rec + 1) * 127.5).round() / 127.5 - 1                   # scored as the uint8 image it becomes
+        mse = ((rec - x) ** 2).mean(dim=(1, 2, 3))
+        out[style] = round(float((10 * torch.log10(4 / mse)).mean()), 2)
+    return out
+
+
+class StyleNet:
+    """A small CNN (4 strided convs, global pooling) over 64x128 images, five styles."""
+
+    def __init__(self, seed: int = 0):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        layers, c = [], 3
+        for w in (16, 32, 64, 64):
+            layers += [nn.Conv2d(c, w, 3, 2, 1), nn.BatchNorm2d(w), nn.ReLU()]
+            c = w
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, len(STYLES)))
+
+    def fit(self, images: np.ndarray, styles: np.ndarray, iters: int = 300, seed: int = 0) -> None:
+        import torch
+
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.Adam(self.net.parameters(), 2e-3)
+        x = self._tensor(images)
+        y = torch.from_numpy(styles).long()
+        self.net.train()
+        for _ in range(iters):
+            idx = torch.from_numpy(rng.integers(0, len(x), 32))
+            loss = torch.nn.functional.cross_entropy(self.net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            return self.net(self._tensor(images)).argmax(1).numpy()
+
+    @staticmethod
+    def _tensor(images):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def style_shares(out: Path, synth: dict[str, Path]) -> dict:
+    """Train the classifier on real train images of every style; share of translations per style."""
+    from zodicli.data.registry import open_dataset
+    from zodicli.diffusion.layout import resize_image
+    from zodicli.store.artifact import Artifact
+
+    def load(spec, n=None):
+        ds = open_dataset(spec)
+        return np.stack([resize_image(ds.image(k), SIZE) for k in ds.keys()[:n]])
+
+    train = [load(f"toy:{s}:train") for s in STYLES]
+    clf = StyleNet()
+    clf.fit(np.concatenate(train), np.concatenate([np.full(len(t), i) for i, t in enumerate(train)]))
+    real_acc = {s: float((clf.predict(load(f"toy:{s}:val")) == i).mean()) for i, s in enumerate(STYLES)}
+    shares = {}
+    for target, path in synth.items():
+        art = Artifact(path)
+        images = np.stack([resize_image(art.get("images", k), SIZE) for k in art.keys])
+        pred = clf.predict(images)
+        shares[target] = {s: round(float((pred == i).mean()), 3) for i, s in enumerate(STYLES)}
+    return {"real_val_accuracy": real_acc, "translations": shares}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", default="runs/toy-check")
+    ap.add_argument("--iters", type=int, default=1000, help="segmenter iterations (all styles)")
+    ap.add_argument("--n-train", type=int, default=100, help="held-out train scenes per style")
+    ap.add_argument("--n-val", type=int, default=40, help="held-out val scenes per style")
+    ap.add_argument("--card", action="store_true", help="write the figures into recipes/toy/model/MODEL_CARD.md")
+    args = ap.parse_args()
+    out = Path(args.out)
+    os.environ.update(ZODI_TOY_ROOT=str(out / "toy"), HF_HUB_OFFLINE="1")
+    zodi("datasets", "make-toy", "--out", out / "toy", "--n-train", args.n_train, "--n-val", args.n_val, "--seed", 2000)
+
+    psnr = vae_psnr(args.n_val)
+
+    every = "+".join(f"toy:{s}:train" for s in STYLES)
+    zodi("train-seg", "--model", "deeplabv3plus_tiny", "--source", every, "--iters", args.iters, "--batch-size", 16,
+         "--resize", "64x128", "--crop", "none", "--lr", 0.02, "--ckpt-every", args.iters, "--num-workers", 1, "--out", out / "seg")
+    synth, layout = {}, {}
+    for t in TARGETS:
+        synth[t] = out / f"{t}-val.h5"
+        zodi("translate", "--config", f"recipes/toy/{t}.yaml", "--src", "toy:clear:val", "--out", synth[t])
+        scores = {}
+        for what, spec in (("real", f"toy:{t}:val"), ("translated", f"h5:{synth[t]}")):
+            scores[what] = json.loads(zodi("evaluate", "--checkpoint", out / "seg/last.pt", "--dataset", spec, "--size", "64x128",
+                                           "--batch-size", 16, "--out", out / f"preds-{t}-{what}.h5", "--json"))
+        real, trans = scores["real"], scores["translated"]
+        per_class = {c: round(trans["iou"][c] / real["iou"][c], 3) for c in real["iou"]
+                     if math.isfinite(real["iou"][c]) and real["iou"][c] > 0 and math.isfinite(trans["iou"].get(c, math.nan))}
+        layout[t] = {"real_miou": real["miou"], "translated_miou": trans["miou"],
+                     "ratio": round(trans["miou"] / real["miou"], 3), "class_ratio": per_class}
+
+    style = style_shares(out, synth)
+    gates = {
+        "vae_psnr>=28": all(v >= 28 for v in psnr.values()),
+        "layout>=0.85": all(v["ratio"] >= 0.85 for v in layout.values()),
+        "class>=0.5": all(min(v["class_ratio"].values()) >= 0.5 for v in layout.values()),
+        "style>=0.9": all(style["translations"][t][t] >= 0.9 for t in TARGETS),
+    }
+    report = {"vae_psnr_db": psnr, "layout_kept": layout, "style": style, "gates": gates,
+              "model_steps": (MODEL / "STEPS").read_text().strip()}
+    (out / "toy_check.json").write_text(json.dumps(report, indent=1) + "\n")
+
+    lines = [f"Measured by `make toy-check` on a held-out toy city (seed 2000), model at {report['model_steps']} UNet steps:",
+             "- VAE PSNR (dB): " + ", ".join(f"{s} {v:.1f}" for s, v in psnr.items()) + " (gate >= 28)"]
+    for t, v in layout.items():
+        worst = min(v["class_ratio"], key=v["class_ratio"].get)
+        lines.append(f"- layout kept, {t}: {v['translated_miou']:.1f} mIoU on translations / {v['real_miou']:.1f} on real "
+                     f"= {100 * v['ratio']:.0f} % (gate >= 85 %); worst class {worst} at {100 * v['class_ratio'][worst]:.0f} % (gate >= 50 %)")
+    for t in TARGETS:
+        lines.append(f"- style reached, {t}: {100 * style['translations'][t][t]:.0f} % of translations called {t} (gate >= 90 %; "
+                     f"the classifier gets {100 * style['real_val_accuracy'][t]:.0f} % of real {t} val right)")
+    lines.append("- gates: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in gates.items()))
+    print("\n".join(lines))
+    if args.card:
+        card = MODEL / "MODEL_CARD.md"
+        head = card.read_text().split("## Quality")[0]
+        card.write_text(head + "## Quality\n" + "\n".join(lines) + "\n")
+    return 0 if all(gates.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
