@@ -59,13 +59,14 @@ def main() -> None:
         for name, (script, extra) in runs.items():
             out = Path(tmp) / f"{name}.json"
             print(f"== {name}: {script} {' '.join(extra)}", file=sys.stderr)
-            r = subprocess.run([sys.executable, str(HERE / script), *extra, "--json", str(out)], stdout=subprocess.PIPE, text=True)
+            r = subprocess.run([sys.executable, str(HERE / script), *extra, "--json", str(out)], stdout=subprocess.PIPE,
+                               text=True, check=False)
             sys.stderr.write(r.stdout)
             results[name] = json.loads(out.read_text()) if r.returncode == 0 else {"error": f"exit code {r.returncode}"}
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": results}
     (HERE / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"# zodi benchmark report", "", f"{report['date']}, {report['machine']}. Every ratio is measured against "
-             "its baseline in the same script, side by side (`make bench`; recipes/bench/report.py).", "",
+    lines = ["# zodi benchmark report", "", (f"{report['date']}, {report['machine']}. Every ratio is measured against "
+                                              "its baseline in the same script, side by side (`make bench`; recipes/bench/report.py)."), "",
              "| benchmark | setting | figure | target |", "|---|---|---|---|"]
     for run, key, label, target, fmt in ROWS:
         res = results.get(run, {})

@@ -82,7 +82,7 @@ class Union(Dataset):
         self.parts = parts
         self._owner = {}
         for part in parts:
-            for k in part.keys():
+            for k in part.keys():  # noqa: SIM118 - Dataset.keys() is a method, not a dict view
                 if k in self._owner:
                     raise InputError(f"{self._owner[k].spec} and {part.spec} share the key {k!r}",
                                      "a union (A+B) needs distinct keys: join datasets with different file names")
