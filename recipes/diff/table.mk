@@ -42,9 +42,11 @@ table: $(foreach r,$(RUNS),$(foreach t,$(TARGETS),$(r)/$(call tag,$(t)).json))
 	python recipes/collate.py diff $(OUT) "$(call tag,$(TARGETS))" "$(SEEDS)"
 
 # The recipe on the toy city: clear toy scenes stand in for GTA5, fog and night for unseen domains.
+TOY_SD ?= recipes/toy/model/sd
+TOY_CN ?= recipes/toy/model/controlnet
 toy:
 	$(ZODI) datasets make-toy --out $(OUT)-toy/data/toy --n-train 8 --n-val 4
 	ZODI_TOY_ROOT=$(OUT)-toy/data/toy $(MAKE) -f recipes/diff/table.mk OUT=$(OUT)-toy SOURCE=toy:clear:train \
-	  TARGETS="toy:fog:val toy:night:val" SEEDS=1 SD=recipes/toy/model/sd \
+	  TARGETS="toy:fog:val toy:night:val" SEEDS=1 SD=$(TOY_SD) \
 	  FEATURES="--blocks madm --timesteps 52,3 --short-side 32 --batch-size 4" \
 	  TRAIN="--iters 4 --batch-size 2 --fusion-widths 64,32 --num-workers 0" table

@@ -57,10 +57,12 @@ table: $(RUNS:=/target.json)
 	python recipes/collate.py madm $(OUT) "$(TARGETS)" "$(SEEDS)"
 
 # The recipe on the toy city: night and fog stand in for infrared and event; not the paper's numbers.
+TOY_SD ?= recipes/toy/model/sd
+TOY_CN ?= recipes/toy/model/controlnet
 toy:
 	$(ZODI) datasets make-toy --out $(OUT)-toy/data/toy --n-train 8 --n-val 4
 	ZODI_TOY_ROOT=$(OUT)-toy/data/toy $(MAKE) -f recipes/madm/table.mk OUT=$(OUT)-toy SOURCE=toy:clear:train \
-	  SEEDS=1 SD=recipes/toy/model/sd ITERS=4 WARM=2 \
+	  SEEDS=1 SD=$(TOY_SD) ITERS=4 WARM=2 \
 	  infrared_TRAIN=toy:night:train infrared_VAL=toy:night:val infrared_CLASSES=madm9 \
 	  event_TRAIN=toy:fog:train event_VAL=toy:fog:val event_CLASSES=madm11 \
 	  TRAIN="--batch-size 2 --resize 32x64 --crop none --optimizer adamw --lr 1e-4 --num-workers 0" \

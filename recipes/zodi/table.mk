@@ -58,10 +58,12 @@ table: $(RUNS:=/target.json)
 TOY_DOMAINS ?= fog night
 TOY_SEEDS   ?= 1 2
 TOY_SIZE    ?= 64
+TOY_SD ?= recipes/toy/model/sd
+TOY_CN ?= recipes/toy/model/controlnet
 toy:
 	$(ZODI) datasets make-toy --out $(OUT)-toy/data/toy --n-train 16 --n-val 8
 	ZODI_TOY_ROOT=$(OUT)-toy/data/toy $(MAKE) -f recipes/zodi/table.mk OUT=$(OUT)-toy \
 	  SOURCE=toy:clear:train SOURCE_VAL=toy:clear:val TARGET=toy:%s:val GAME=toy:snow:val \
 	  DOMAINS="$(TOY_DOMAINS)" SEEDS="$(TOY_SEEDS)" MODELS=deeplabv3plus_tiny \
-	  SD=recipes/toy/model/sd CN=recipes/toy/model/controlnet TRANSLATE="--short-side $(TOY_SIZE) --batch-size 4 --steps 10" \
+	  SD=$(TOY_SD) CN=$(TOY_CN) TRANSLATE="--short-side $(TOY_SIZE) --batch-size 4 --steps 10" \
 	  TRAIN="--iters 10 --batch-size 4 --resize 64x128 --crop none --num-workers 0" EVAL="--size 64x128" table

@@ -100,7 +100,7 @@ class Stack:
 
     @torch.no_grad()
     def encode(self, images: list[np.ndarray], generators: list[torch.Generator]) -> torch.Tensor:
-        """uint8 (H, W, 3) images -> z0 = scale · a posterior sample, (N, 4, H/f, W/f) float32.
+        """uint8 (H, W, 3) images -> z0 = scale · a posterior sample, (N, C, H/f, W/f) float32.
         Each item's sample uses its own generator (CPU), so batching does not change it."""
         x = torch.stack([torch.tensor(im).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
         moments = fixed_batches(lambda b: self.vae.encode(b).latent_dist.parameters, self.compute_batch,
@@ -112,7 +112,7 @@ class Stack:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> list[np.ndarray]:
-        """(N, 4, h, w) latents -> uint8 (H, W, 3) images (clipped)."""
+        """(N, C, h, w) latents -> uint8 (H, W, 3) images (clipped)."""
         x = fixed_batches(lambda b: self.vae.decode(b).sample, self.compute_batch, (z / self.vae_scale).to(self.dtype)).float()
         x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return list(x)

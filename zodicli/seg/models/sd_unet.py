@@ -1,6 +1,6 @@
 """MADM's segmenter (Xia et al., NeurIPS 2024): a fine-tuned Stable Diffusion UNet as backbone.
 
-    z0 = 0.18215·VAE.encode(x) (posterior mean; VAE frozen)
+    z0 = s·VAE.encode(x) (posterior mean; VAE frozen; s the VAE's scaling factor, SD's 0.18215)
     z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε_fixed  (only for DPLG, t > 0; ε_fixed: one N(0, I) tensor, seed 42,
                                           resized to the latent size)
     o = UNet(z_t, t, e),  e = e_∅ + tanh(g)·p   (a learned prompt p gated onto the empty prompt e_∅)
@@ -9,7 +9,7 @@
     head: DAFormer-style embeddings of the three levels at 1/8, joined at 1/4 with a stride-4 stem of
           the palette image, then a classifier (logits at 1/4).
 LPLR: the label map coloured with the class palette (ignore -> black), encoded by the frozen VAE
-(mean × 0.18215) is z_y; the loss is L1(o, z_y) on latent cells whose pixels are all labelled.
+(mean × s) is z_y; the loss is L1(o, z_y) on latent cells whose pixels are all labelled.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class SDUNetSegmenter(nn.Module):
         self.prompt = nn.Parameter(torch.zeros_like(self.empty))
         self.gate = nn.Parameter(torch.zeros(1))
         gen = torch.Generator().manual_seed(42)
-        self.register_buffer("fixed_noise", torch.randn(1, 4, 64, 64, generator=gen), persistent=False)
+        self.register_buffer("fixed_noise", torch.randn(1, self.unet.config.in_channels, 64, 64, generator=gen), persistent=False)
         self.dplg_t = 0
         names = select_blocks(self.unet, "madm")
         self._rec = FeatureRecorder(self.unet, names, detach=False)     # fine-tuning: CE reaches the UNet
