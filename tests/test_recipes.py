@@ -46,7 +46,7 @@ def test_paper_table_targets_print_their_commands():
     out = run("make", "-n", "table-madm")
     assert "zodi pseudolabel" in out and "--dplg --dplg-iter 2500" in out and "--dplg-t0 50 --dplg-total 8000" in out
     out = run("make", "-n", "table-diff")
-    assert "zodi extract-features --src gta5 --model sd21 --blocks diff" in out
+    assert "zodi extract-features --src gta5 --model sd21-base --blocks diff" in out
 
 
 def test_demo_runs_and_a_second_run_reuses_everything(tmp_path):

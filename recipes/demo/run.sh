@@ -11,7 +11,7 @@
 set -euo pipefail
 OUT=${1:-runs/demo}
 SEEDS=${2:-1}
-ITERS=${ITERS:-250} N_TRAIN=${N_TRAIN:-100} N_VAL=${N_VAL:-40} DOMAINS=${DOMAINS:-fog night}
+ITERS=${ITERS:-250} N_TRAIN=${N_TRAIN:-100} N_VAL=${N_VAL:-30} DOMAINS=${DOMAINS:-fog night}
 mkdir -p "$OUT"
 export ZODI_TOY_ROOT="$OUT/toy" HF_HUB_OFFLINE=1
 [ -d recipes/toy/model/sd ] || { echo "demo: recipes/toy/model is missing (make toy-model)" >&2; exit 1; }

@@ -1,14 +1,14 @@
 # DIFF (REFERENCE §6): domain generalisation GTA5 -> Cityscapes from frozen Stable Diffusion 2.1
 # features (cached once per image), a fusion head trained on GTA5 only, evaluated on Cityscapes val
 # (make table-diff; make -n table-diff prints every command).
-#   make -f recipes/diff/table.mk          (needs gta5, cityscapes and the sd21 preset)
+#   make -f recipes/diff/table.mk          (needs gta5, cityscapes and the sd21-base preset)
 #   make -f recipes/diff/table.mk toy      (the recipe on the toy city with the toy model; a smoke test)
 ZODI     ?= zodi
 OUT      ?= runs/diff-table
 SOURCE   ?= gta5
 TARGETS  ?= cs:val
 SEEDS    ?= 1 2 3
-SD       ?= sd21
+SD       ?= sd21-base
 FEATURES ?= --blocks diff --short-side 512 --batch-size 2
 TRAIN    ?= --iters 40000 --batch-size 2 --optimizer adamw --lr 6e-5 --weight-decay 0.01 --warmup-iters 1500
 EVAL     ?=
