@@ -32,11 +32,11 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
 - Data: a toy city of its own (seed 1000; 300 train scenes per style: clear, fog, night, rain, snow), at
   128x64, never the demo's or the check's scenes. Captions: "driving on a clear day / in fog / at night /
   under rain / in snow, best quality"; 10 % dropped to "" for classifier-free guidance.
-- VAE: factor 2, channels (64, 128), 4 latent channels, {n['vae']:.2f} M parameters; L1 + 1e-6 KL on 32x64
+- VAE: factor 2, channels (64, 128), 8 latent channels (log-variance started at -6), {n['vae']:.2f} M parameters; L1 + 1e-6 KL on 32x64
   crops, batch 16, AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last.partition(' vae ')[2] or '?'}
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
-  parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16, AdamW 5e-4 with
+  parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (about 1.3 s per step), AdamW 5e-4 with
   200 warm-up steps, SD 1.5's noise schedule, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
   end: {s.get('loss', float('nan')):.4f}. Text: the frozen random 2-layer CLIP of `zodi models make-tiny`.
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
