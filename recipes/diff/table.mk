@@ -43,7 +43,6 @@ table: $(foreach r,$(RUNS),$(foreach t,$(TARGETS),$(r)/$(call tag,$(t)).json))
 
 # The recipe on the toy city: clear toy scenes stand in for GTA5, fog and night for unseen domains.
 TOY_SD ?= recipes/toy/model/sd
-TOY_CN ?= recipes/toy/model/controlnet
 toy:
 	$(ZODI) datasets make-toy --out $(OUT)-toy/data/toy --n-train 8 --n-val 4
 	ZODI_TOY_ROOT=$(OUT)-toy/data/toy $(MAKE) -f recipes/diff/table.mk OUT=$(OUT)-toy SOURCE=toy:clear:train \

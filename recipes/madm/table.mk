@@ -58,7 +58,6 @@ table: $(RUNS:=/target.json)
 
 # The recipe on the toy city: night and fog stand in for infrared and event; not the paper's numbers.
 TOY_SD ?= recipes/toy/model/sd
-TOY_CN ?= recipes/toy/model/controlnet
 toy:
 	$(ZODI) datasets make-toy --out $(OUT)-toy/data/toy --n-train 8 --n-val 4
 	ZODI_TOY_ROOT=$(OUT)-toy/data/toy $(MAKE) -f recipes/madm/table.mk OUT=$(OUT)-toy SOURCE=toy:clear:train \
