@@ -212,6 +212,10 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     assert code == 0 and "stage unet, step 2" in out, err
     state = torch.load(tmp_path / "tt/state.pt", weights_only=False)
     assert state["stage"] == "unet" and state["step"] == 2
+    from transformers import CLIPTextModel                          # the text encoder trains with the UNet
+    frozen = CLIPTextModel.from_pretrained(tmp_path / "tt/text/sd/text_encoder").state_dict()
+    moved = [k for k, v in state["text"].items() if not torch.equal(v, frozen[k])]
+    assert any(k.endswith("token_embedding.weight") for k in moved)
     code, out, err = cli(*args, "--steps", "3")                       # continues, does not restart
     assert code == 0 and "stage unet, step 3" in out, err
     code, out, err = cli("translate", "--src", "toy:clear:val", "--domain", "snow", "--model", tmp_path / "tt/sd",

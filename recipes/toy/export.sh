@@ -21,6 +21,13 @@ stamps = [time.mktime(time.strptime(m, "%Y-%m-%d %H:%M:%S"))
           for m in re.findall(r"^(\S+ \S+) ", (run / "train.log").read_text(), re.M)] if (run / "train.log").exists() else []
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
 vae_last = next((l for l in reversed(log) if " vae step " in l), "")
+unet_t = [(time.mktime(time.strptime(l[:19], "%Y-%m-%d %H:%M:%S")), int(l.split(" unet step ")[1].split("/")[0]))
+          for l in log if " unet step " in l]
+per_step = sorted((t1 - t0) / (s1 - s0) for (t0, s0), (t1, s1) in zip(unet_t, unet_t[1:]) if s1 > s0)
+per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else "?"
+old = Path("recipes/toy/model/MODEL_CARD.md")
+history = old.read_text().partition("## History")[2].partition("## Quality")[0] if old.is_file() else ""
+history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
@@ -36,16 +43,17 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
   crops, batch 16, AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last.partition(' vae ')[2] or '?'}
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
-  parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (about 1.3 s per step), AdamW 5e-4 with
+  parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
   200 warm-up steps, SD 1.5's noise schedule, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
-  end: {s.get('loss', float('nan')):.4f}. Text: the frozen random 2-layer CLIP of `zodi models make-tiny`.
+  end: {s.get('loss', float('nan')):.4f}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
+  {'from step ' + str(s['opt_from']) if 'text' in s and 'opt_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
 - Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 / 0.9,
   guidance 5.
 - Retrain: `recipes/toy/train.sh` (`make toy-model`); it resumes from RUN/state.pt. To continue from
   these weights on a fresh machine: `zodi models train-toy --out RUN --init-from recipes/toy/model`.
 
-## Quality
+{history}## Quality
 Run `make toy-check` (recipes/toy/check.py --card) to measure and fill this in.
 """)
 PY
