@@ -45,7 +45,7 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
   parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
   200 warm-up steps, SD 1.5's noise schedule, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
-  end: {s.get('loss', float('nan')):.4f}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
+  end: {s.get('loss', float('nan')):.4f}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['opt_from']) if 'text' in s and 'opt_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
 - Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 / 0.9,
