@@ -17,12 +17,11 @@ for f in dst.rglob("*.safetensors"):
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
 s = torch.load(run / "state.pt", weights_only=False)
 n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn")}
-stamps = [time.mktime(time.strptime(m, "%Y-%m-%d %H:%M:%S"))
-          for m in re.findall(r"^(\S+ \S+) ", (run / "train.log").read_text(), re.M)] if (run / "train.log").exists() else []
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
+when = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+stamps = [when(l) for l in log if re.match(r"\S+ \S+ ", l)]
 vae_last = next((l for l in reversed(log) if " vae step " in l), "")
-unet_t = [(time.mktime(time.strptime(l[:19], "%Y-%m-%d %H:%M:%S")), int(l.split(" unet step ")[1].split("/")[0]))
-          for l in log if " unet step " in l]
+unet_t = [(when(l), int(l.split(" unet step ")[1].split("/")[0])) for l in log if " unet step " in l]
 per_step = sorted((t1 - t0) / (s1 - s0) for (t0, s0), (t1, s1) in zip(unet_t, unet_t[1:]) if s1 > s0)
 per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else "?"
 old = Path("recipes/toy/model/MODEL_CARD.md")

@@ -239,8 +239,9 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             log(f"latent scaling factor {state['scale']:.4f}")
         z_all = z_all * state["scale"]
         while state["step"] < steps and not (deadline and time.time() > deadline):
+            done = state["step"] - state.get("opt_from", 0) + 1  # steps of this optimiser, this one included
             for group in opt.param_groups:                      # linear warm-up over 200 steps
-                group["lr"] = 5e-4 * min(1.0, (state["step"] - state.get("opt_from", 0) + 1) / 200)
+                group["lr"] = 5e-4 * min(1.0, done / 200)
             idx = torch.from_numpy(rng.integers(0, len(z_all), batch_size))
             z0, ctrl = z_all[idx], c_all[idx]
             ids = cap_ids[idx].clone()
@@ -261,9 +262,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             state["step"] += 1
-            k = state["step"] - state.get("opt_from", 0)       # EMA with a warm-up (again after a fresh start), capped at 0.999
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_list, [p.detach() for p in params], 1 - min(0.999, (1 + k) / (10 + k)))
+            with torch.no_grad():                               # EMA with the optimiser's warm-up, capped at 0.999
+                torch._foreach_lerp_(ema_list, [p.detach() for p in params], 1 - min(0.999, (1 + done) / (10 + done)))
             state["loss"] = 0.98 * state.get("loss", loss.item()) + 0.02 * loss.item()
             if state["step"] % 50 == 0:
                 log(f"unet step {state['step']}/{steps}: min-SNR noise loss (EMA) {state['loss']:.4f}")
