@@ -6,6 +6,7 @@ TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 SEEDS   ?= 1
+JOBS    ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install test demo bench clean toy-model toy-check table-zodi table-madm table-diff
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=5
+	$(BIN)/python -m pytest -q --durations=5 -n $(JOBS) --dist worksteal
 
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo/run.sh $(DEMO) "$(SEEDS)"

@@ -7,6 +7,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):     # `pytest -n N`: one thread per worker and per zodi it starts, as
+    os.environ["OMP_NUM_THREADS"] = "1"       # OpenMP threads that outnumber the cores wait on each other
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end recipe tests first: under xdist the long ones then do not finish last, alone."""
+    items.sort(key=lambda item: item.module.__name__ != "test_recipes")
 
 
 @pytest.fixture(scope="session")

@@ -81,13 +81,14 @@ def _record_timesteps(stack, monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("domain,exact,encode_t,steps", [("fog", False, 600, 12), ("night", False, 900, 18), ("fog", True, 551, 12)])
+@pytest.mark.parametrize("domain,exact,encode_t,steps", [("fog", False, 600, 12), ("night", False, 900, 18), ("fog", True, 551, 12),
+                                                         ("full", False, 999, 20)])
 @torch.no_grad()
 def test_presets_run_the_published_timesteps(stack, monkeypatch, domain, exact, encode_t, steps):
     from zodicli.diffusion.zodi_transfer import transfer
     from zodicli.pipeline.diffuse import domain_presets
 
-    p = domain_presets()[domain]
+    p = domain_presets()[domain] if domain != "full" else {"strength": 1.0, "steps": 20}   # γ = 1: t* stays in range
     z0, emb, neg, control, gens = _batch(stack, n=1)
     calls = _record_timesteps(stack, monkeypatch)
     rng = np.random.default_rng(0)

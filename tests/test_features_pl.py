@@ -212,6 +212,7 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     assert code == 0 and "stage unet, step 2" in out, err
     state = torch.load(tmp_path / "tt/state.pt", weights_only=False)
     assert state["stage"] == "unet" and state["step"] == 2
+    assert state["min_snr_from"] == state["offset_noise_from"] == 0       # the loss recipe since the first step
     from transformers import CLIPTextModel                          # the text encoder trains with the UNet
     frozen = CLIPTextModel.from_pretrained(tmp_path / "tt/text/sd/text_encoder").state_dict()
     moved = [k for k, v in state["text"].items() if not torch.equal(v, frozen[k])]

@@ -36,7 +36,7 @@ done
 for seed in $SEEDS; do
   R="$OUT/seed$seed"
   TRAIN=(--model deeplabv3plus_tiny --source toy:clear:train --iters "$ITERS" --batch-size 16
-         --resize 64x128 --crop none --lr 0.02 --ckpt-every 250 --num-workers 1 --seed "$seed")
+         --resize 64x128 --crop none --optimizer adamw --lr 0.01 --ckpt-every 250 --num-workers 1 --seed "$seed")
   train() { local run=$1; shift; echo "== seed $seed: $run" >&2; step "$R/$run/train.txt" zodi train-seg "$@" --out "$R/$run"; }
   train source-only "${TRAIN[@]}"
   train photometric "${TRAIN[@]}" --photometric

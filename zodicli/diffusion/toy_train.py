@@ -11,7 +11,9 @@ on the caption ("driving in fog, best quality", ...; 10 % dropped to the empty c
 classifier-free guidance) and on the Cityscapes-palette label map. The text model trains too, as
 LDM trained its own text transformer: a random CLIP gives the five captions nearly the same
 embedding (cosine 0.91-0.94), and a UNet trained 2,099 steps behind it frozen was measured blind to
-them (ε error within 1.7 % whichever the caption), so its translations kept the source style. All
+them (ε error within 1.7 % whichever the caption), so its translations kept the source style; the
+loss is min-SNR-5 weighted and the noise carries an offset (see below) so that the high-noise steps,
+where only the caption can tell the styles apart, count. All
 start from scratch, so the ControlNet's zero convolutions start small but non-zero: nothing
 pretrained needs protecting, and the layout then steers the UNet from the first step. The exported
 weights are an exponential moving average. The corpus is a toy city made with its own seed, so no
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night": "driving at night",
             "rain": "driving under rain", "snow": "driving in snow"}
 SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
+OFFSET_NOISE = 0.1        # std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
 
 
 def _corpus(root: Path, n: int, seed: int):
@@ -218,6 +221,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")})
         alphas = sched.alphas_cumprod
         state.setdefault("min_snr_from", state["step"])         # (states from before it used plain ε-MSE)
+        state.setdefault("offset_noise_from", state["step"])    # (and before it used offset noise)
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
@@ -247,7 +251,10 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             ids = cap_ids[idx].clone()
             ids[torch.from_numpy(rng.random(batch_size) < 0.1)] = cap_index[""]
             emb = text(tokens.input_ids)[0][ids]                 # the six captions, with gradients
-            noise = torch.randn_like(z0)
+            # Offset noise (Guttenberg 2023): ε plus a per-image, per-channel constant. Plain ε leaves each
+            # latent channel's mean (the image's brightness and tint) readable in z_t even at t = 999,
+            # so the style was always known without the caption and the UNet learnt to ignore it.
+            noise = torch.randn_like(z0) + OFFSET_NOISE * torch.randn(batch_size, z0.shape[1], 1, 1)
             t = torch.randint(0, 1000, (batch_size,))
             zt = sched.add_noise(z0, noise, t)
             down, mid = cn(zt, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)

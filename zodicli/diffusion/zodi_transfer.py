@@ -54,7 +54,8 @@ def sample(stack, z, timesteps: list[int], cond, uncond=None, guidance=1.0, cont
 
 
 def encode_timestep(strength: float, steps: int, exact: bool, num_train: int = 1000) -> int:
-    return kept_timesteps(steps, strength, num_train)[0] if exact else int(strength * num_train)
+    """t* of step 2; γ = 1 gives int(γ·T) = T, one past the schedule, so it is kept at T − 1."""
+    return kept_timesteps(steps, strength, num_train)[0] if exact else min(int(strength * num_train), num_train - 1)
 
 
 def transfer(stack, images, labels_control, cond, uncond, generators, strength=0.6, steps=20, guidance=9.0,
