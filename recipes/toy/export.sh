@@ -49,7 +49,7 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
   end: {s.get('loss', float('nan')):.4f}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['opt_from']) if 'text' in s and 'opt_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
-- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 / 0.9,
+- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 for both,
   guidance 5.
 - Retrain: `recipes/toy/train.sh` (`make toy-model`); it resumes from RUN/state.pt. To continue from
   these weights on a fresh machine: `zodi models train-toy --out RUN --init-from recipes/toy/model`.
