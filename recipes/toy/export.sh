@@ -12,6 +12,7 @@ import re, sys, time
 from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
+from zodicli.diffusion.toy_train import OFFSET_NOISE
 run, dst = Path(sys.argv[1]), Path(sys.argv[2])
 for f in dst.rglob("*.safetensors"):
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
@@ -20,14 +21,14 @@ n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
 when = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
 stamps = [when(l) for l in log if re.match(r"\S+ \S+ ", l)]
-old = Path("recipes/toy/model/MODEL_CARD.md")
-old = old.read_text() if old.is_file() else ""
+card = Path("recipes/toy/model/MODEL_CARD.md")
+old_card = card.read_text() if card.is_file() else ""
 vae_last = next((l.partition(" vae ")[2] for l in reversed(log) if " vae step " in l), "")
-vae_last = vae_last or next(iter(re.findall(r"Last logged: (.*)", old)), "?")   # a run --init-from keeps its VAE
+vae_last = vae_last or next(iter(re.findall(r"Last logged: (.*)", old_card)), "?")   # a run --init-from keeps its VAE
 unet_t = [(when(l), int(l.split(" unet step ")[1].split("/")[0])) for l in log if " unet step " in l]
 per_step = sorted((t1 - t0) / (s1 - s0) for (t0, s0), (t1, s1) in zip(unet_t, unet_t[1:]) if s1 > s0)
 per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else "?"
-history = old.partition("## History")[2].partition("## Quality")[0]
+history = old_card.partition("## History")[2].partition("## Quality")[0]
 history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
@@ -45,7 +46,7 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
   parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
-  200 warm-up steps, SD 1.5's noise schedule{', offset noise 0.1 from step ' + str(s['offset_noise_from']) if 'offset_noise_from' in s else ''}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
+  200 warm-up steps, SD 1.5's noise schedule{f', offset noise {OFFSET_NOISE} from step ' + str(s['offset_noise_from']) if 'offset_noise_from' in s else ''}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
   end: {s.get('loss', float('nan')):.4f}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['opt_from']) if 'text' in s and 'opt_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
