@@ -212,13 +212,19 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     assert code == 0 and "stage unet, step 2" in out, err
     state = torch.load(tmp_path / "tt/state.pt", weights_only=False)
     assert state["stage"] == "unet" and state["step"] == 2
-    assert state["min_snr_from"] == state["offset_noise_from"] == 0       # the loss recipe since the first step
+    assert state["min_snr_from"] == state["text_from"] == 0            # the loss recipe since the first step
+    assert state["offset_noise"] == [[0, 0.1]]
     from transformers import CLIPTextModel                          # the text encoder trains with the UNet
     frozen = CLIPTextModel.from_pretrained(tmp_path / "tt/text/sd/text_encoder").state_dict()
     moved = [k for k, v in state["text"].items() if not torch.equal(v, frozen[k])]
     assert any(k.endswith("token_embedding.weight") for k in moved)
-    code, out, err = cli(*args, "--steps", "3")                       # continues, does not restart
+    code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2")   # continues, does not restart
     assert code == 0 and "stage unet, step 3" in out, err
+    after = torch.load(tmp_path / "tt/state.pt", weights_only=False)
+    assert after["offset_noise"] == [[0, 0.1], [2, 0.3]] and after["decoder_step"] == 2
+    moved = {k for k, v in after["vae"].items() if not torch.equal(v, state["vae"][k])}   # the decoder alone moved
+    assert moved and all(k.startswith(("decoder.", "post_quant_conv.")) for k in moved)
+    assert set(after["ema"]) == set(state["ema"])
     code, out, err = cli("translate", "--src", "toy:clear:val", "--domain", "snow", "--model", tmp_path / "tt/sd",
                          "--controlnet", tmp_path / "tt/controlnet", "--short-side", "32", "--out", tmp_path / "s.h5")
     assert code == 0, err

@@ -66,6 +66,17 @@ def test_demo_runs_and_a_second_run_reuses_everything(tmp_path):
     again = run("bash", "recipes/demo/run.sh", tmp_path / "demo", "1", env_extra=env)
     assert (tmp_path / "demo/seed1/zodi-fog/last.pt").stat().st_mtime_ns == stamp     # nothing retrained
     assert again == out                                                              # the same table
+    # A changed toy model (or recipes/toy/*.yaml) redoes the translations and segmenters, not the city:
+    (tmp_path / "demo/model.stamp").write_text("another model\n")
+    fake = tmp_path / "bin"                                                          # a zodi that logs and fails
+    fake.mkdir()
+    (fake / "zodi").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\nexit 3\n')
+    (fake / "zodi").chmod(0o755)
+    path = f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    run("bash", "recipes/demo/run.sh", tmp_path / "demo", "1", env_extra={**env, "PATH": path}, ok=(3,))
+    assert (tmp_path / "calls").read_text().startswith("translate --config recipes/toy/fog.yaml")
+    assert not list((tmp_path / "demo/synth").glob("*.h5")) and not (tmp_path / "demo/seed1").exists()
+    assert (tmp_path / "demo/toy.txt.done").exists() and (tmp_path / "demo/model.stamp").read_text() != "another model\n"
 
 
 def test_demo_table_means_and_gap():

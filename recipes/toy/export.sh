@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into recipes/toy/model as
-# fp16 safetensors (the loaders cast to the --dtype asked for), with STEPS and its model card.
+# fp16 safetensors (the loaders cast to the --dtype asked for), with STEPS, TRAINING.json
+# (the loss recipe's history, read back by --init-from) and its model card.
 # Usage: recipes/toy/export.sh RUN        (recipes/toy/check.py --card adds the quality figures)
 set -euo pipefail
 RUN=$1
@@ -8,11 +9,11 @@ DST=recipes/toy/model
 rm -rf "$DST.tmp" && mkdir -p "$DST.tmp"
 cp -r "$RUN/sd" "$RUN/controlnet" "$DST.tmp/"
 python - "$RUN" "$DST.tmp" <<'PY'
-import re, sys, time
+import json, re, sys, time
 from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
-from zodicli.diffusion.toy_train import OFFSET_NOISE
+from zodicli.diffusion.toy_train import HISTORY
 run, dst = Path(sys.argv[1]), Path(sys.argv[2])
 for f in dst.rglob("*.safetensors"):
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
@@ -31,6 +32,8 @@ per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else "?"
 history = old_card.partition("## History")[2].partition("## Quality")[0]
 history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
+(dst / "TRAINING.json").write_text(json.dumps({k: s[k] for k in HISTORY if k in s}) + "\n")   # for --init-from
+offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noise", []) if std)
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
 A Stable-Diffusion-structured stack (AutoencoderKL, CLIP text model + tokenizer, UNet, ControlNet for
@@ -46,9 +49,9 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
   parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
-  200 warm-up steps, SD 1.5's noise schedule{f', offset noise {OFFSET_NOISE} from step ' + str(s['offset_noise_from']) if 'offset_noise_from' in s else ''}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
+  200 warm-up steps, SD 1.5's noise schedule{', offset noise ' + offsets if offsets else ''}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
   end: {s.get('loss', float('nan')):.4f}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
-  {'from step ' + str(s['opt_from']) if 'text' in s and 'opt_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
+  {'from step ' + str(s['text_from']) if 'text_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
 - Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 for both,
   guidance 5.

@@ -25,6 +25,7 @@ stage 2 from exported folders (e.g. the committed recipes/toy/model) with fresh 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -37,7 +38,8 @@ import torch.nn.functional as F
 CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night": "driving at night",
             "rain": "driving under rain", "snow": "driving in snow"}
 SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
-OFFSET_NOISE = 0.1        # std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
+OFFSET_NOISE = 0.1        # default std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
+HISTORY = ("min_snr_from", "text_from", "offset_noise")   # the loss recipe's history, kept in TRAINING.json on export
 
 
 def _corpus(root: Path, n: int, seed: int):
@@ -117,12 +119,54 @@ def _load_exported(src: Path, vae, unet, cn, text) -> float:
     return AutoencoderKL.load_config(src / "sd", subfolder="vae", local_files_only=True)["scaling_factor"]
 
 
+def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt_every, checkpoint, log) -> None:
+    """Fine-tune the VAE's decoder on whole images of every style, L1 loss, AdamW cosine 3e-4 -> 3e-5.
+
+    The encoder stays frozen, so the latents the UNet learnt are unchanged: this lifts reconstruction
+    quality (stage 1 saw 700 steps of 32x64 crops) without retraining the UNet. Its own RNG stream
+    and optimiser state (``state["decoder_opt"]``) keep it resumable and leave stage 2's sequence alone."""
+    vae.eval().requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=3e-4)
+    if "decoder_opt" in state:
+        opt.load_state_dict(state["decoder_opt"])
+    state.setdefault("decoder_step", 0)
+    rng = np.random.default_rng([seed, state["decoder_step"], 2])
+    gen = torch.Generator().manual_seed(seed + state["decoder_step"])
+    while state["decoder_step"] < steps and not (deadline and time.time() > deadline):
+        for group in opt.param_groups:
+            group["lr"] = 3e-5 + 0.5 * 2.7e-4 * (1 + np.cos(np.pi * state["decoder_step"] / steps))
+        x = x_all[torch.from_numpy(rng.integers(0, len(x_all), batch_size))]
+        with torch.no_grad():
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        loss = F.l1_loss(rec, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state["decoder_step"] += 1
+        if state["decoder_step"] % 50 == 0:
+            psnr = 10 * torch.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x)).item()
+            log(f"decoder step {state['decoder_step']}/{steps}: L1 {loss.item():.4f}, PSNR {psnr:.1f} dB")
+        if state["decoder_step"] % ckpt_every == 0 or state["decoder_step"] == steps:
+            state["decoder_opt"] = opt.state_dict()
+            checkpoint()
+    vae.requires_grad_(False)
+
+
 def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | None = None, batch_size: int = 16,
-              corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print) -> dict:
+              corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print,
+              offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0) -> dict:
     """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress.
 
     ``init_from``: a folder with exported ``sd/`` and ``controlnet/`` to start stage 2 from, when
-    ``out`` holds no state yet (the committed model has no optimiser state)."""
+    ``out`` holds no state yet (the committed model has no optimiser state). ``offset_noise``: the
+    std of the offset from now on; ``state["offset_noise"]`` lists ``[from_step, std]`` pairs.
+    ``decoder_steps``: fine-tune the VAE's decoder alone this far (counted in ``state["decoder_step"]``)
+    before the UNet stage continues."""
     from transformers.utils import logging as hf_logging
 
     from ..data.classsets import load
@@ -141,10 +185,10 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         state = torch.load(state_path, weights_only=False)
     elif init_from is not None:
         scale = _load_exported(Path(init_from), vae, unet, cn, text)
-        steps_file = Path(init_from) / "STEPS"
+        steps_file, history = Path(init_from) / "STEPS", Path(init_from) / "TRAINING.json"
         state = {"stage": "unet", "step": int(steps_file.read_text()) if steps_file.exists() else 0,
                  "vae": vae.state_dict(), "unet": unet.state_dict(), "cn": cn.state_dict(), "text": text.state_dict(), "scale": scale,
-                 "init_from": str(init_from)}
+                 "init_from": str(init_from), **(json.loads(history.read_text()) if history.exists() else {})}
         log(f"starting from {init_from} at UNet step {state['step']} (fresh optimiser)")
     else:
         state = {"stage": "vae", "step": 0}
@@ -168,7 +212,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
     tokens = tok(sorted(set(captions)) + [""], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
     cap_index = {c: i for i, c in enumerate(sorted(set(captions)) + [""])}
     cap_ids = torch.tensor([cap_index[c] for c in captions])
-    ema = {}                                                    # UNet/ControlNet/text parameter name -> EMA tensor
+    ema = dict(state.get("ema") or {})                          # UNet/ControlNet/text parameter name -> EMA tensor
     trained = {"unet": unet, "cn": cn, "text": text}
 
     def checkpoint():
@@ -212,6 +256,10 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             state.pop("opt", None)
         checkpoint()
 
+    # Stage 1b: the decoder alone, on whole images -----------------------------------------------
+    if state["stage"] == "unet" and state.get("decoder_step", 0) < decoder_steps:
+        _finetune_decoder(vae, x_all, state, decoder_steps, batch_size, seed, deadline, ckpt_every, checkpoint, log)
+
     # Stage 2: UNet + ControlNet -----------------------------------------------------------------
     if state["stage"] == "unet" and not (deadline and time.time() > deadline):
         from diffusers import DDPMScheduler
@@ -221,7 +269,12 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")})
         alphas = sched.alphas_cumprod
         state.setdefault("min_snr_from", state["step"])         # (states from before it used plain ε-MSE)
-        state.setdefault("offset_noise_from", state["step"])    # (and before it used offset noise)
+        state.setdefault("text_from", state.get("opt_from", state["step"]))   # (and before the text model trained)
+        if "offset_noise_from" in state:                        # (states that knew only the default std)
+            state["offset_noise"] = [[state.pop("offset_noise_from"), OFFSET_NOISE]]
+        state.setdefault("offset_noise", [])
+        if not state["offset_noise"] or state["offset_noise"][-1][1] != offset_noise:
+            state["offset_noise"].append([state["step"], offset_noise])
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
@@ -254,7 +307,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             # Offset noise (Guttenberg 2023): ε plus a per-image, per-channel constant. Plain ε leaves each
             # latent channel's mean (the image's brightness and tint) readable in z_t even at t = 999,
             # so the style was always known without the caption and the UNet learnt to ignore it.
-            noise = torch.randn_like(z0) + OFFSET_NOISE * torch.randn(batch_size, z0.shape[1], 1, 1)
+            noise = torch.randn_like(z0) + offset_noise * torch.randn(batch_size, z0.shape[1], 1, 1)
             t = torch.randint(0, 1000, (batch_size,))
             zt = sched.add_noise(z0, noise, t)
             down, mid = cn(zt, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
