@@ -73,9 +73,9 @@ def _record_timesteps(stack, monkeypatch):
     calls = []
     real = stack.model_output
 
-    def spy(z, t, emb, control=None, control_scale=1.0):
+    def spy(z, t, emb, control=None):
         calls.append(t)
-        return real(z, t, emb, control, control_scale)
+        return real(z, t, emb, control)
 
     monkeypatch.setattr(stack, "model_output", spy)
     return calls
@@ -105,7 +105,7 @@ def test_ddim_inversion_is_exact_with_a_zero_noise_predictor(stack, monkeypatch)
     from zodicli.diffusion.schedule import ddim_timesteps
     from zodicli.diffusion.zodi_transfer import sample
 
-    monkeypatch.setattr(stack, "model_output", lambda z, t, emb, control=None, control_scale=1.0: torch.zeros_like(z))
+    monkeypatch.setattr(stack, "model_output", lambda z, t, emb, control=None: torch.zeros_like(z))
     z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     ts = ddim_timesteps(25)
     x_t = ddim_invert(stack, z0, ts, None)

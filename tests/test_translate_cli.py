@@ -143,3 +143,13 @@ def test_domain_preset_values_are_recorded(cli, env, tmp_path):
     assert cli("translate", "--src", "toy:clear:val", "--domain", "night", *TINY, "--steps", "4", "--out", tmp_path / "n.h5")[0] == 0
     rec = Artifact(tmp_path / "n.h5").meta["settings"]
     assert (rec["prompt"], rec["strength"], rec["steps"], rec["domain"]) == ("driving at night", 0.9, 4, "night")
+
+
+
+def test_control_scale_reaches_the_controlnet(cli, env, tmp_path):
+    args = ["translate", "--src", "toy:clear:val", "--domain", "fog", *TINY, "--steps", "4"]
+    for name, extra in (("off", ["--control-scale", "0"]), ("none", ["--controlnet", "none"]), ("on", [])):
+        code, _, err = cli(*args, *extra, "--out", tmp_path / f"{name}.h5")
+        assert code == 0, err
+    assert same(tmp_path / "off.h5", tmp_path / "none.h5", fields=("images",))     # residuals × 0 = no ControlNet
+    assert not same(tmp_path / "off.h5", tmp_path / "on.h5", fields=("images",))

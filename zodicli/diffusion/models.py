@@ -64,11 +64,11 @@ def fixed_batches(fn, k: int, *tensors):
 
 class Stack:
     """The loaded models plus the schedule constants (ᾱ_t as float64). Every model call runs on
-    ``compute_batch`` rows (see :func:`fixed_batches`)."""
+    ``compute_batch`` rows (see :func:`fixed_batches`); ControlNet residuals are scaled by ``control_scale``."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, controlnet=None,
-                 device="cpu", dtype=torch.float32, compute_batch: int = 1):
-        self.compute_batch = compute_batch
+                 device="cpu", dtype=torch.float32, compute_batch: int = 1, control_scale: float = 1.0):
+        self.compute_batch, self.control_scale = compute_batch, control_scale
         from diffusers import DDIMScheduler
 
         self.unet, self.vae, self.text_encoder, self.tokenizer, self.controlnet = unet, vae, text_encoder, tokenizer, controlnet
@@ -118,7 +118,7 @@ class Stack:
         return list(x)
 
     # -- the noise predictor -------------------------------------------------------------------
-    def model_output(self, z, t: int, emb, control=None, control_scale: float = 1.0):
+    def model_output(self, z, t: int, emb, control=None):
         """Raw UNet output (ε or v) for a batch at one timestep; ControlNet residuals if ``control``."""
         tt = torch.full((z.shape[0],), t, device=self.device, dtype=torch.long)
         zin = z.to(self.dtype)
@@ -127,7 +127,7 @@ class Stack:
             if self.controlnet is None:
                 raise InputError("a control image was given but no ControlNet is loaded", "pass --controlnet")
             down, mid = self.controlnet(zin, tt, encoder_hidden_states=emb, controlnet_cond=control.to(self.dtype),
-                                        conditioning_scale=control_scale, return_dict=False)
+                                        conditioning_scale=self.control_scale, return_dict=False)
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         return self.unet(zin, tt, encoder_hidden_states=emb, **extra).sample.float()
 
@@ -140,26 +140,27 @@ class Stack:
             return a ** 0.5 * out + (1 - a) ** 0.5 * z
         raise InputError(f"prediction type {self.prediction_type!r} is not supported", "use an epsilon or v-prediction model")
 
-    def eps(self, z, t: int, cond, uncond=None, guidance: float = 1.0, control=None, control_scale=1.0):
+    def eps(self, z, t: int, cond, uncond=None, guidance: float = 1.0, control=None):
         """ε̂ with classifier-free guidance on the text only (the control image goes to both branches):
         ε̂ = ε(∅) + g·(ε(c) − ε(∅)). ``cond``/``uncond``: (N, L, D); ``control``: (N, 3, H, W) in [0, 1]."""
         if uncond is None or guidance == 1.0:
             uncond = None
-        return fixed_batches(lambda z_, c_, u_, k_: self._eps(z_, t, c_, u_, guidance, k_, control_scale),
+        return fixed_batches(lambda z_, c_, u_, k_: self._eps(z_, t, c_, u_, guidance, k_),
                              self.compute_batch, z, cond, uncond, control)
 
-    def _eps(self, z, t, cond, uncond, guidance, control, control_scale):
+    def _eps(self, z, t, cond, uncond, guidance, control):
         if uncond is None:
-            return self.to_eps(self.model_output(z, t, cond, control, control_scale), z, t)
+            return self.to_eps(self.model_output(z, t, cond, control), z, t)
         zz = torch.cat([z, z])
         cc = None if control is None else torch.cat([control, control])
-        out = self.to_eps(self.model_output(zz, t, torch.cat([uncond, cond]), cc, control_scale), zz, t)
+        out = self.to_eps(self.model_output(zz, t, torch.cat([uncond, cond]), cc), zz, t)
         e_u, e_c = out.chunk(2)
         return e_u + guidance * (e_c - e_u)
 
 
 def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=torch.float32,
-               model_config: str | None = None, vae_tiling: bool = False, compute_batch: int = 1) -> Stack:
+               model_config: str | None = None, vae_tiling: bool = False, compute_batch: int = 1,
+               control_scale: float = 1.0) -> Stack:
     """Load SD (+ ControlNet) from a diffusers folder, a single .ckpt/.safetensors file, or a preset."""
     from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -200,7 +201,7 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
     if vae_tiling:
         vae.enable_tiling()
         vae.enable_slicing()
-    return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype, compute_batch)
+    return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype, compute_batch, control_scale)
 
 
 def _read_json(p: Path) -> dict:

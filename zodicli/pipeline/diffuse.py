@@ -110,7 +110,7 @@ def _stack(s: DiffusionSettings, need_control: bool):
     if s.dtype == "fp16" and dev.type == "cpu":
         raise InputError("--dtype fp16 on the CPU", "use fp32 or bf16 on the CPU")
     return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config,
-                      s.vae_tiling, s.compute_batch)
+                      s.vae_tiling, s.compute_batch, s.control_scale)
 
 
 def generators(seed: int, keys: list[str]) -> list[torch.Generator]:
