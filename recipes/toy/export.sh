@@ -33,6 +33,9 @@ history = old_card.partition("## History")[2].partition("## Quality")[0]
 history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
 (dst / "TRAINING.json").write_text(json.dumps({k: s[k] for k in HISTORY if k in s}) + "\n")   # for --init-from
+dec_last = next((l.partition(" decoder ")[2] for l in reversed(log) if " decoder step " in l), "?")
+decoder = (f"\n  Then the decoder alone (encoder frozen, so the latents stay) on whole 64x128 images, {s['decoder_step']} steps at"
+           f" batch 16, L1, AdamW cosine 3e-4 -> 3e-5. Last logged: {dec_last}") if s.get("decoder_step") else ""
 offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noise", []) if std)
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
@@ -45,7 +48,7 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
   128x64, never the demo's or the check's scenes. Captions: "driving on a clear day / in fog / at night /
   under rain / in snow, best quality"; 10 % dropped to "" for classifier-free guidance.
 - VAE: factor 2, channels (64, 128), 8 latent channels (log-variance started at -6), {n['vae']:.2f} M parameters; L1 + 1e-6 KL on 32x64
-  crops, batch 16, AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last}
+  crops, batch 16, AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last}{decoder}
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
   parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
