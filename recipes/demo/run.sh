@@ -18,7 +18,7 @@ export ZODI_TOY_ROOT="$OUT/toy" HF_HUB_OFFLINE=1
 
 # The translations, and all trained on them, depend on the toy model's weights and recipes/toy/*.yaml,
 # which `step` cannot see: when those change, redo them (the toy city is kept).
-stamp=$(cat recipes/toy/*.yaml $(find recipes/toy/model \( -name '*.safetensors' -o -name '*.json' \) | sort) | md5sum)
+stamp=$(cat recipes/toy/*.yaml $(find recipes/toy/model \( -name '*.safetensors' -o -name '*.json' \) -not -name TRAINING.json | sort) | md5sum)
 if [ -f "$OUT/model.stamp" ] && [ "$(cat "$OUT/model.stamp")" != "$stamp" ]; then
   echo "demo: the toy model or recipes/toy/*.yaml changed since $OUT was made: redoing translations and segmenters" >&2
   rm -rf "$OUT/synth" "$OUT"/seed*

@@ -5,9 +5,10 @@ KL term on crops of every style; REFERENCE §12 measured factor-4 VAEs stalling 
 1-px poles, windows and lane dashes lost, and 4 latent channels at factor 2 measured here gave
 19-27 dB after 300 steps, as did 8 (colour was still lost: the posterior's initial unit noise drowns it;
 the log-variance now starts at -6). The latent scaling factor is set from the data (1 / std of the latents),
-as SD's 0.18215 was. Stage 2 freezes it and trains a UNet (32, 64, 128; no attention at the full
-latent resolution), its ControlNet and the tiny CLIP text model jointly on ε-prediction, conditioned
-on the caption ("driving in fog, best quality", ...; 10 % dropped to the empty caption for
+as SD's 0.18215 was. Stage 1b (``decoder_steps``) fine-tunes the decoder alone on whole images; the
+frozen encoder keeps the latents, so it can follow at any time. Stage 2 freezes the VAE and trains a
+UNet (32, 64, 128; no attention at the full latent resolution), its ControlNet and the tiny CLIP
+text model jointly on ε-prediction, conditioned on the caption ("driving in fog, best quality", ...; 10 % dropped to the empty caption for
 classifier-free guidance) and on the Cityscapes-palette label map. The text model trains too, as
 LDM trained its own text transformer: a random CLIP gives the five captions nearly the same
 embedding (cosine 0.91-0.94), and a UNet trained 2,099 steps behind it frozen was measured blind to
@@ -39,7 +40,7 @@ CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night":
             "rain": "driving under rain", "snow": "driving in snow"}
 SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
 OFFSET_NOISE = 0.1        # default std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
-HISTORY = ("min_snr_from", "text_from", "offset_noise")   # the loss recipe's history, kept in TRAINING.json on export
+HISTORY = ("min_snr_from", "text_from", "offset_noise", "decoder_step")   # the recipe's history, TRAINING.json on export
 
 
 def _corpus(root: Path, n: int, seed: int):
