@@ -120,6 +120,16 @@ def _load_exported(src: Path, vae, unet, cn, text) -> float:
     return AutoencoderKL.load_config(src / "sd", subfolder="vae", local_files_only=True)["scaling_factor"]
 
 
+def _cosine(start: float, end: float, frac: float) -> float:
+    """Cosine decay from ``start`` to ``end`` as ``frac`` goes from 0 to 1."""
+    return end + 0.5 * (start - end) * (1 + np.cos(np.pi * frac))
+
+
+def _psnr(rec, x) -> float:
+    """PSNR (dB) of a reconstruction in [-1, 1] (peak-to-peak 2, so 4 / MSE)."""
+    return 10 * torch.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x)).item()
+
+
 def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt_every, checkpoint, log) -> None:
     """Fine-tune the VAE's decoder on whole images of every style, L1 loss, AdamW cosine 3e-4 -> 3e-5.
 
@@ -138,7 +148,7 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     gen = torch.Generator().manual_seed(seed + state["decoder_step"])
     while state["decoder_step"] < steps and not (deadline and time.time() > deadline):
         for group in opt.param_groups:
-            group["lr"] = 3e-5 + 0.5 * 2.7e-4 * (1 + np.cos(np.pi * state["decoder_step"] / steps))
+            group["lr"] = _cosine(3e-4, 3e-5, state["decoder_step"] / steps)
         x = x_all[torch.from_numpy(rng.integers(0, len(x_all), batch_size))]
         with torch.no_grad():
             post = vae.encode(x).latent_dist
@@ -150,8 +160,7 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
         opt.step()
         state["decoder_step"] += 1
         if state["decoder_step"] % 50 == 0:
-            psnr = 10 * torch.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x)).item()
-            log(f"decoder step {state['decoder_step']}/{steps}: L1 {loss.item():.4f}, PSNR {psnr:.1f} dB")
+            log(f"decoder step {state['decoder_step']}/{steps}: L1 {loss.item():.4f}, PSNR {_psnr(rec, x):.1f} dB")
         if state["decoder_step"] % ckpt_every == 0 or state["decoder_step"] == steps:
             state["decoder_opt"] = opt.state_dict()
             checkpoint()
@@ -234,8 +243,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             opt.load_state_dict(state["opt"])
         vae.train()
         while state["step"] < vae_steps and not (deadline and time.time() > deadline):
-            for group in opt.param_groups:                      # cosine from 1e-3 to 1e-4
-                group["lr"] = 1e-4 + 0.5 * 9e-4 * (1 + np.cos(np.pi * state["step"] / vae_steps))
+            for group in opt.param_groups:
+                group["lr"] = _cosine(1e-3, 1e-4, state["step"] / vae_steps)
             idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
             y0, x0 = int(rng.integers(0, SIZE[0] - 31)), int(rng.integers(0, SIZE[1] - 63))
             x = x_all[idx][..., y0:y0 + 32, x0:x0 + 64]
@@ -247,8 +256,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             opt.step()
             state["step"] += 1
             if state["step"] % 50 == 0:
-                psnr = 10 * torch.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x)).item()
-                log(f"vae step {state['step']}/{vae_steps}: L1 {loss.item():.4f}, PSNR {psnr:.1f} dB")
+                log(f"vae step {state['step']}/{vae_steps}: L1 {loss.item():.4f}, PSNR {_psnr(rec, x):.1f} dB")
             if state["step"] % ckpt_every == 0:
                 state["opt"] = opt.state_dict()
                 checkpoint()
