@@ -103,6 +103,13 @@ def test_toy_city_is_deterministic_with_many_classes(tmp_path, toy_root):
     for rel in ("cityscapes/leftImg8bit/val/toyville/toyville_000001_000002_leftImg8bit.png",
                 "acdc/gt/night/train/GOPR0200/GOPR0200_frame_000005_gt_labelIds.png"):
         assert (tmp_path / "again" / rel).read_bytes() == (toy_root / rel).read_bytes()
+    make_toy(tmp_path / "some", n_train=8, n_val=4, seed=0, conditions=("clear", "snow"))   # fewer conditions: same images
+    for rel in ("acdc/rgb_anon/snow/val/GOPR0401/GOPR0401_frame_000003_rgb_anon.png",
+                "cityscapes/gtFine/train/toytown/toytown_000000_000007_gtFine_labelIds.png"):
+        assert (tmp_path / "some" / rel).read_bytes() == (toy_root / rel).read_bytes()
+    assert not (tmp_path / "some/acdc/rgb_anon/fog").exists()
+    with pytest.raises(InputError, match="unknown toy condition 'hail'"):
+        make_toy(tmp_path / "bad", conditions=("clear", "hail"))
     ds = open_dataset("cs:train", data_root=toy_root)        # the real reader on the toy layout
     present = set()
     for k in ds.keys():

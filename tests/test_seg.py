@@ -180,6 +180,38 @@ def test_rare_class_sampling_prefers_rare_classes(tmp_path, toy_env):
     assert keys <= set(src.keys()) and ts.key_at(7) == TrainSet(src, Augment(), 0, rcs_temperature=0.01, cache_dir=tmp_path).key_at(7)
 
 
+def test_image_cache_leaves_every_sample_unchanged(tmp_path, toy_env):
+    """Cached, partly cached (a budget of a few images) or not: the same tensors, epoch after epoch."""
+    from zodicli.data.registry import open_dataset
+    from zodicli.seg.data import Augment, TrainSet
+    from zodicli.store import Artifact, ArtifactWriter
+
+    src, tgt = open_dataset("toy:clear:train"), open_dataset("toy:fog:train")
+    with ArtifactWriter(tmp_path / "syn.h5", "translate", {}, {}, src.keys()) as w:   # half size: resized to the source's
+        w.write(src.keys(), {"images": [src.image(k)[::2, ::2] for k in src.keys()]})
+    rng = np.random.default_rng(0)
+    with ArtifactWriter(tmp_path / "pl.h5", "pseudolabel", {}, {}, tgt.keys()) as w:
+        w.write(tgt.keys(), {"preds": [rng.integers(0, 19, (128, 256)).astype(np.uint8) for _ in tgt.keys()],
+                             "confidence": [rng.random((128, 256)).astype(np.float16) for _ in tgt.keys()]})
+    syn = open_dataset(f"h5:{tmp_path / 'syn.h5'}")
+
+    def samples(cache_mb, resize):
+        ts = TrainSet(src, Augment(resize=resize, crop=(24, 40)), 3, [syn], tgt, Artifact(tmp_path / "pl.h5"), cache_mb=cache_mb)
+        return [ts[p] for p in range(2 * len(src.keys()))], ts
+
+    for resize in ((48, 96), None):
+        plain, _ = samples(0, resize)
+        for budget in (0.3 if resize else 1.5, 64):        # room for a few images, for all
+            cached, ts = samples(budget, resize)
+            kinds = [what[0] for what in ts._cache]
+            if budget == 64:
+                assert kinds.count("src") == kinds.count("syn") == len(src.keys()) and "tgt" in kinds
+            else:
+                assert 0 < len(kinds) < len(src.keys())          # partly cached
+            for a, b in zip(plain, cached):
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_init_from_and_evaluate_on_a_translated_artifact(cli, tmp_path, toy_env):
     """ZoDi's target estimate: evaluate a checkpoint on h5:translated (images + aligned labels)."""
     from zodicli.data.registry import open_dataset

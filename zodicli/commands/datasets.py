@@ -77,12 +77,15 @@ def check(spec, data_root, full, json_output):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--width", default=256, show_default=True, type=click.IntRange(min=64))
 @click.option("--height", default=128, show_default=True, type=click.IntRange(min=32))
-def make_toy(out, n_train, n_val, seed, width, height):
+@click.option("--conditions", default="clear,fog,night,rain,snow", show_default=True,
+              help="Comma-separated; each keeps its own scenes whatever the others are.")
+def make_toy(out, n_train, n_val, seed, width, height, conditions):
     """Generate the toy city: clear scenes in the Cityscapes layout, fog/night/rain/snow in ACDC's."""
     from ..data.toy import make_toy as make
     from ..pipeline.loop import progress
 
-    with progress(n_train * 5 + n_val * 5, "make-toy") as bar:
-        m = make(out, n_train, n_val, seed, width, height, progress=lambda done, total: bar.update(1))
+    conditions = tuple(c.strip() for c in conditions.split(",") if c.strip())
+    with progress((n_train + n_val) * len(conditions), "make-toy") as bar:
+        m = make(out, n_train, n_val, seed, width, height, conditions, progress=lambda done, total: bar.update(1))
     click.echo(f"{out}: toy city, {m['n_train']} train + {m['n_val']} val images per condition "
                f"({', '.join(m['conditions'])}), {width}x{height}, seed {seed}")

@@ -45,6 +45,8 @@ from ._types import SIZE
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--cache-mb", default=512, show_default=True, type=click.FloatRange(min=0),
+              help="Decoded, resized training images kept in memory per data process (results unchanged).")
 @click.option("--pretrained", default=None, help="Local torchvision ResNet weights (or a SegFormer folder).")
 @click.option("--backbone", default=None, help="sd-unet: fine-tune a diffusion UNet (MADM, implies --model sd_unet); "
               "features:h5:FILE: DIFF's fusion head on cached features (implies --model diff_fusion).")

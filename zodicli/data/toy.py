@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 # Cityscapes label ids used by the toy city (12 of the 19 classes, plus ego vehicle = void).
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN = 7, 8, 11, 12, 13, 17, 19, 20
 VEGETATION, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK, BUS, BICYCLE = 21, 22, 23, 24, 25, 26, 27, 28, 33
@@ -300,8 +302,8 @@ def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int
              conditions=CONDITIONS, progress=None) -> dict:
     """Write the toy city under ``out``: ``cityscapes/`` (clear) and ``acdc/`` (other styles).
 
-    Each condition has its own scenes (a different seed stream), as real target sets do.
-    Returns the manifest (also written to ``out/toy.json``)."""
+    Each condition has its own scenes (a seed stream per condition of ``CONDITIONS``, so a city of
+    fewer conditions holds the same images for those), as real target sets do. Returns the manifest (also written to ``out/toy.json``)."""
     from . import classsets
     from .images import write_png
     from .toy_styles import render
@@ -315,7 +317,11 @@ def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int
     counts = {"train": n_train, "val": n_val}
     total = sum(counts.values()) * len(conditions)
     done = 0
-    for di, cond in enumerate(conditions):
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise InputError(f"unknown toy condition {unknown[0]!r}", f"choose from {', '.join(CONDITIONS)}")
+    for cond in conditions:
+        di = CONDITIONS.index(cond)
         for si, split in enumerate(SPLITS):
             for i in range(counts[split]):
                 rng = scene_rng(seed, di, si, i)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -52,10 +54,9 @@ def color_jitter(x: torch.Tensor, rng: np.random.Generator, strength=(0.5, 1.5),
     grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
     x = grey + (x - grey) * s
     if h:
-        rgb2yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
         theta = 2 * np.pi * h
         rot = torch.tensor([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]], dtype=torch.float32)
-        m = torch.linalg.inv(rgb2yiq) @ rot @ rgb2yiq
+        m = YIQ_TO_RGB @ rot @ RGB_TO_YIQ
         x = torch.einsum("ij,jhw->ihw", m, x)
     return x.clamp_(0, 1)
 

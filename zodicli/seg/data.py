@@ -35,8 +35,10 @@ class TrainSet(torch.utils.data.Dataset):
     with synthetic data ``syn``; with target data ``tgt`` and, with pseudo-labels, ``pl``, ``pl_w``."""
 
     def __init__(self, source, aug: Augment, seed: int, synth=(), target=None, pseudo=None,
-                 pl_threshold: float = 0.968, rcs_temperature: float | None = None, cache_dir: Path | None = None):
+                 pl_threshold: float = 0.968, rcs_temperature: float | None = None, cache_dir: Path | None = None,
+                 cache_mb: float = 0):
         self.source, self.aug, self.seed = source, aug, seed
+        self._cache, self._cache_left = {}, int(cache_mb * 2 ** 20)
         self.keys = source.keys()
         if not self.keys:
             raise InputError(f"{source.spec} has no items", "check the dataset")
@@ -98,14 +100,13 @@ class TrainSet(torch.utils.data.Dataset):
     def __getitem__(self, pos: int) -> dict:
         rng = item_rng(self.seed, "sample", pos)
         key = self.key_at(pos)
-        src = to_tensor(self.source.image(key))
-        lbl = torch.from_numpy(self.source.label(key).astype(np.int64))
-        if self.aug.resize:
-            src, lbl = resize_image(src, self.aug.resize), resize_label(lbl, self.aug.resize)
+        src, lbl = self._loaded(("src", key), lambda: (to_tensor(self.source.image(key)),
+                                                       torch.from_numpy(self.source.label(key).astype(np.int64))),
+                                self.aug.resize)
         images = [src]
         if self.synth:
-            s = self.synth[int(rng.integers(len(self.synth)))]
-            images.append(resize_image(to_tensor(s.image(key)), src.shape[-2:]))
+            i = int(rng.integers(len(self.synth)))
+            images += self._loaded(("syn", i, key), lambda: (to_tensor(self.synth[i].image(key)),), src.shape[-2:])
         images, (lbl,) = self._crop_flip(rng, images, [lbl])
         out = {"src": self._finish(images[0], rng), "lbl": lbl}
         if self.synth:
@@ -113,15 +114,7 @@ class TrainSet(torch.utils.data.Dataset):
         if self.target is not None:
             tkeys = self.target.keys()
             tkey = tkeys[int(rng.integers(len(tkeys)))]
-            tgt = to_tensor(self.target.image(tkey))
-            extra = []
-            if self.pseudo is not None:
-                pl = torch.from_numpy(self.pseudo.get("preds", tkey).astype(np.int64))
-                conf = torch.from_numpy(self.pseudo.get("confidence", tkey).astype(np.float32))
-                extra = [pl, conf]
-            if self.aug.resize:
-                tgt = resize_image(tgt, self.aug.resize)
-                extra = [resize_label(e, self.aug.resize) if e.dtype == torch.int64 else resize_image(e[None], self.aug.resize)[0] for e in extra]
+            tgt, *extra = self._loaded(("tgt", tkey), lambda: self._target_tensors(tkey), self.aug.resize)
             (tgt,), extra = self._crop_flip(rng, [tgt], extra)
             out["tgt"] = self._finish(tgt, rng)
             if self.pseudo is not None:
@@ -130,6 +123,27 @@ class TrainSet(torch.utils.data.Dataset):
                 # DACS-style weight: the share of pixels whose confidence passes the threshold.
                 out["pl_w"] = (conf >= self.pl_threshold).float().mean()
         return out
+
+    def _target_tensors(self, key) -> list[torch.Tensor]:
+        """The target image and, with pseudo-labels, its labels and their confidences."""
+        out = [to_tensor(self.target.image(key))]
+        if self.pseudo is not None:
+            out += [torch.from_numpy(self.pseudo.get("preds", key).astype(np.int64)),
+                    torch.from_numpy(self.pseudo.get("confidence", key).astype(np.float32))]
+        return out
+
+    def _loaded(self, what: tuple, read, size=None) -> list[torch.Tensor]:
+        """``read()``'s tensors (an image (3, H, W), then maps (H, W): int64 labels or float
+        confidences), resized to ``size`` (None: as they are). Kept in memory while the ``cache_mb``
+        budget lasts: decoding and resizing are about 40 % of a data worker's time on small
+        images. Cached or not, the values are the same."""
+        hit = self._cache.get(what)
+        if hit is None:
+            hit = [t if size is None else _resize(t, size) for t in read()]
+            nbytes = sum(t.element_size() * t.nelement() for t in hit)
+            if nbytes <= self._cache_left:
+                self._cache[what], self._cache_left = hit, self._cache_left - nbytes
+        return [t.clone() for t in hit]
 
     def _crop_flip(self, rng, images, labels):
         if self.aug.crop:
@@ -147,6 +161,12 @@ class TrainSet(torch.utils.data.Dataset):
         if self.aug.photometric:
             img = photometric(img, rng)
         return normalize(img.contiguous())
+
+
+def _resize(t: torch.Tensor, size) -> torch.Tensor:
+    if t.dim() == 3:
+        return resize_image(t, size)
+    return resize_label(t, size) if t.dtype == torch.int64 else resize_image(t[None], size)[0]
 
 
 class PositionSampler(torch.utils.data.Sampler):

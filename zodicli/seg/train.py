@@ -28,7 +28,7 @@ from .data import Augment, PositionSampler, TrainSet
 from .losses import DomainDiscriminator, cross_entropy, feature_similarity
 
 # Settings that change how the run executes, not what it computes: a resume may change them.
-RUN_ONLY = {"out", "device", "num_workers", "data_root", "ckpt_every", "eval_every", "log_every", "overwrite",
+RUN_ONLY = {"out", "device", "num_workers", "cache_mb", "data_root", "ckpt_every", "eval_every", "log_every", "overwrite",
             "allow_partial", "eval_limit"}
 
 
@@ -69,6 +69,7 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"
     num_workers: int = 2
+    cache_mb: float = 512                    # decoded, resized images kept per data process
     pretrained: str | None = None
     init_from: str | None = None             # start from a train-seg checkpoint's weights (PTL stages)
     backbone: str | None = None              # "features:h5:FILE": DIFF fusion on cached features
@@ -205,7 +206,8 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
                  "widths": list(cfg.fusion_widths) if cfg.fusion_widths else None}
     else:
         aug = Augment(resize=cfg.resize, crop=cfg.crop, photometric=cfg.photometric)
-        trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, out)
+        trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, out,
+                            cfg.cache_mb)
     epoch_iters = math.ceil(len(source) / (cfg.batch_size * world))
 
     # Model, optimiser, resume -------------------------------------------------------------------
