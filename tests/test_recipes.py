@@ -103,8 +103,11 @@ def test_toy_check_reports_its_figures_and_gates(tmp_path):
     for t in ("fog", "night"):
         lay = rep["layout_kept"][t]
         assert lay["ratio"] == pytest.approx(lay["translated_miou"] / lay["real_miou"], abs=1e-3)
-        assert set(lay["class_iou"]) == set(lay["class_ratio"])                  # (real, translated) IoU per class
-        assert all(0 <= real <= 100 and 0 <= trans <= 100 for real, trans in lay["class_iou"].values())
+        assert set(lay["class_iou_percent"]) == set(lay["class_ratio"])          # (real, translated) IoU per class
+        for c, (real, trans) in lay["class_iou_percent"].items():
+            assert 0 <= real <= 100 and 0 <= trans <= 100
+            if real >= 1:                                                          # percent, not fractions
+                assert abs(lay["class_ratio"][c] * real - trans) <= 0.1 + 0.05 * lay["class_ratio"][c], c
         shares = rep["style"]["translations"][t]
         assert math.isclose(sum(shares.values()), 1.0, abs_tol=0.01)
     assert "gates:" in out and ("MISS" in out) == (not all(rep["gates"].values()))

@@ -82,7 +82,9 @@ class StyleNet:
             c = w
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, len(STYLES)))
 
-    def fit(self, images: np.ndarray, styles: np.ndarray, iters: int = 300, seed: int = 0) -> None:
+    def fit(self, images: np.ndarray, styles: np.ndarray, iters: int = 1000, seed: int = 0) -> None:
+        """Adam at 2e-3, batch 32. 300 iterations were seed-sensitive (real fog val
+        right 28-100 % across seeds); 1,000 gave 97-100 % on every style for seeds 0 and 1."""
         import torch
 
         rng = np.random.default_rng(seed)
@@ -172,7 +174,7 @@ def main() -> int:
                      if math.isfinite(real["iou"][c]) and real["iou"][c] > 0 and math.isfinite(trans["iou"].get(c, math.nan))}
         layout[t] = {"real_miou": real["miou"], "translated_miou": trans["miou"],
                      "ratio": round(trans["miou"] / real["miou"], 3), "class_ratio": per_class,
-                     "class_iou": {c: [round(real["iou"][c], 1), round(trans["iou"][c], 1)] for c in per_class}}
+                     "class_iou_percent": {c: [round(100 * real["iou"][c], 1), round(100 * trans["iou"][c], 1)] for c in per_class}}
 
     gates = {
         "vae_psnr>=28": all(v >= 28 for v in psnr.values()),
@@ -190,7 +192,7 @@ def main() -> int:
         worst = min(v["class_ratio"], key=v["class_ratio"].get)
         lines.append(f"- layout kept, {t}: {v['translated_miou']:.1f} mIoU on translations / {v['real_miou']:.1f} on real "
                      f"= {100 * v['ratio']:.0f} % (gate >= 85 %); worst class {worst} at {100 * v['class_ratio'][worst]:.0f} % "
-                     f"(IoU {v['class_iou'][worst][1]:.1f} vs {v['class_iou'][worst][0]:.1f} real; gate >= 50 %)")
+                     f"(IoU {v['class_iou_percent'][worst][1]:.1f} vs {v['class_iou_percent'][worst][0]:.1f} % real; gate >= 50 %)")
     for t in TARGETS:
         lines.append(f"- style reached, {t}: {100 * style['translations'][t][t]:.0f} % of translations called {t} (gate >= 90 %; "
                      f"the classifier gets {100 * style['real_val_accuracy'][t]:.0f} % of real {t} val right)")
