@@ -73,7 +73,7 @@ adapted() {        # DOMAIN: ZoDi, ZoDi + photometric, ZoDi + pseudo-labels and 
   train "oracle-$d"
 }
 evaluations() {    # DOMAIN: every run that concerns it on real val, and on the translated clear val (the estimate)
-  local d=$1 run
+  local d=$1 run EVAL
   for run in "$R"/source-only "$R"/photometric "$R"/*-"$d"; do
     EVAL=(--checkpoint "$run/last.pt" --size 64x128 --batch-size 16 --json)
     step "$run/metrics-$d.json" zodi evaluate "${EVAL[@]}" --dataset "toy:$d:val" --out "$run/preds-$d.h5"

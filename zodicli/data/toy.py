@@ -302,8 +302,9 @@ def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int
              conditions=CONDITIONS, progress=None) -> dict:
     """Write the toy city under ``out``: ``cityscapes/`` (clear) and ``acdc/`` (other styles).
 
-    Each condition has its own scenes (a seed stream per condition of ``CONDITIONS``, so a city of
-    fewer conditions holds the same images for those), as real target sets do. Returns the manifest (also written to ``out/toy.json``)."""
+    Each condition has its own scenes, as real target sets do: a seed stream per condition of
+    ``CONDITIONS``, so a city of fewer conditions holds the same images for those. Returns the
+    manifest (also written to ``out/toy.json``)."""
     from . import classsets
     from .images import write_png
     from .toy_styles import render
