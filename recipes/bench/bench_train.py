@@ -83,7 +83,7 @@ def main():
     warm, bare, steps, waits = 5, [], [], []
     for _ in range(a.rounds):
         bare += bare_loop(a.model, a.iters, a.batch, hw, device, a.amp)[warm:]
-        wall, recs = zodi_loop(a.model, a.iters, a.batch, hw, a.workers, device, a.amp)
+        _, recs = zodi_loop(a.model, a.iters, a.batch, hw, a.workers, device, a.amp)
         steps += [r["sec_per_iter"] for r in recs][warm:]
         waits += [r["sec_per_iter"] * r["data_wait_share"] for r in recs[warm:]]
     wait = sum(waits) / sum(steps)
