@@ -218,10 +218,11 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     frozen = CLIPTextModel.from_pretrained(tmp_path / "tt/text/sd/text_encoder").state_dict()
     moved = [k for k, v in state["text"].items() if not torch.equal(v, frozen[k])]
     assert any(k.endswith("token_embedding.weight") for k in moved)
-    code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2")   # continues, does not restart
-    assert code == 0 and "stage unet, step 3" in out, err
+    code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2", "--rare-class", "0.01")
+    assert code == 0 and "stage unet, step 3" in out, err                # continued, did not restart
     after = torch.load(tmp_path / "tt/state.pt", weights_only=False)
-    assert after["offset_noise"] == [[0, 0.1], [2, 0.3]] and after["decoder_step"] == 2
+    assert after["offset_noise"] == [[0, 0.1], [2, 0.3]] and after["rare_class"] == [[2, 0.01]]
+    assert after["decoder_step"] == 2 and after["decoder_on_mean_from"] == 0
     moved = {k for k, v in after["vae"].items() if not torch.equal(v, state["vae"][k])}   # the decoder alone moved
     assert moved and all(k.startswith(("decoder.", "post_quant_conv.")) for k in moved)
     assert set(after["ema"]) == set(state["ema"])
@@ -229,3 +230,19 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
                          "--controlnet", tmp_path / "tt/controlnet", "--short-side", "32", "--out", tmp_path / "s.h5")
     assert code == 0, err
     assert Artifact(tmp_path / "s.h5").get("images", 0).shape == (32, 64, 3)
+
+
+def test_rare_class_table_by_hand():
+    from zodicli.diffusion.toy_train import _rare_class_table
+
+    labels = np.zeros((3, 4, 4), np.uint8)          # class 0 everywhere, but 8 px of 1 in scene 1, 2 px of 2 in scene 2
+    labels[1, :2] = 1
+    labels[2, 0, :2] = 2
+    labels[0, 0, 0] = 255                           # ignored
+    p, members = _rare_class_table(labels, temperature=0.1, min_pixels=2)
+    f = np.array([37, 8, 2]) / 47                   # pixel shares of classes 0, 1, 2
+    expected = np.exp((1 - f) / 0.1)
+    np.testing.assert_allclose(p, expected / expected.sum(), rtol=1e-12)
+    assert [m.tolist() for m in members] == [[0, 1, 2], [1], [2]]
+    p, members = _rare_class_table(labels, temperature=0.1, min_pixels=3)   # class 2 is too small to sample
+    assert len(p) == 2 and [m.tolist() for m in members] == [[0, 1, 2], [1]]

@@ -52,8 +52,10 @@ def make_tiny(out, seed, prediction_type):
               help="Fine-tune the VAE decoder alone (encoder frozen) this many steps, before the UNet stage continues.")
 @click.option("--offset-noise", default=0.1, show_default=True, type=click.FloatRange(min=0),
               help="Std of the per-channel offset added to the noise, from this run on.")
+@click.option("--rare-class", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="From now on, draw half of each UNet batch by rare-class sampling at this temperature (e.g. 0.01).")
 @click.option("--log", "log_file", default=None, type=click.Path(dir_okay=False), help="Also append the losses to this file.")
-def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, offset_noise, decoder_steps, log_file):
+def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, offset_noise, decoder_steps, rare_class, log_file):
     """Train a toy SD + ControlNet-seg stack on a toy-city corpus of its own (CPU; resumable)."""
     import time
 
@@ -69,5 +71,5 @@ def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt
             with open(log_file, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
-    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps)
+    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps, rare_class)
     click.echo(f"{res['out']}: stage {res['stage']}, step {res['step']}; --model {out}/sd --controlnet {out}/controlnet")

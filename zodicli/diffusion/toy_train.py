@@ -40,7 +40,7 @@ CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night":
             "rain": "driving under rain", "snow": "driving in snow"}
 SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
 OFFSET_NOISE = 0.1        # default std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
-HISTORY = ("min_snr_from", "text_from", "offset_noise", "decoder_step")   # the recipe's history, TRAINING.json on export
+HISTORY = ("min_snr_from", "text_from", "offset_noise", "decoder_step", "decoder_on_mean_from", "rare_class")   # the recipe's history, TRAINING.json on export
 
 
 def _corpus(root: Path, n: int, seed: int):
@@ -120,6 +120,16 @@ def _load_exported(src: Path, vae, unet, cn, text) -> float:
     return AutoencoderKL.load_config(src / "sd", subfolder="vae", local_files_only=True)["scaling_factor"]
 
 
+def _rare_class_table(labels: np.ndarray, temperature: float, min_pixels: int = 16):
+    """DAFormer's rare-class sampling over the corpus layouts: P(c) ∝ exp((1 − f_c) / T), f_c the
+    pixel share of class c; returns (P over classes, for each class the scenes holding >= min_pixels of it)."""
+    counts = np.stack([np.bincount(lab.ravel(), minlength=256)[:255] for lab in labels])   # (N, 255)
+    classes = [c for c in range(counts.shape[1]) if (counts[:, c] >= min_pixels).any()]
+    freq = counts[:, classes].sum(0) / counts[:, classes].sum()
+    p = np.exp((1 - freq) / temperature)
+    return p / p.sum(), [np.nonzero(counts[:, c] >= min_pixels)[0] for c in classes]
+
+
 def _cosine(start: float, end: float, frac: float) -> float:
     """Cosine decay from ``start`` to ``end`` as ``frac`` goes from 0 to 1."""
     return end + 0.5 * (start - end) * (1 + np.cos(np.pi * frac))
@@ -136,6 +146,10 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     The encoder stays frozen, so the latents the UNet learnt are unchanged: this lifts reconstruction
     quality (stage 1 saw 700 steps of 32x64 crops) without retraining the UNet. Its own RNG stream
     and optimiser state (``state["decoder_opt"]``) keep it resumable and leave stage 2's sequence alone."""
+    # Posterior means since decoder step 250: the UNet learns and generates means and toy-check scores
+    # them, while samples (4 of the 8 channels are noise-dominated, std 0.5-0.9) taught it to blur.
+    state.setdefault("decoder_on_mean_from", state.get("decoder_step", 0))
+    on_mean = state.get("decoder_step", 0) >= state["decoder_on_mean_from"]
     vae.eval().requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
@@ -152,7 +166,7 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
         x = x_all[torch.from_numpy(rng.integers(0, len(x_all), batch_size))]
         with torch.no_grad():
             post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+            z = post.mean if on_mean else post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
         loss = F.l1_loss(rec, x)
         opt.zero_grad()
@@ -169,14 +183,15 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
 
 def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | None = None, batch_size: int = 16,
               corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print,
-              offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0) -> dict:
+              offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0, rare_class: float | None = None) -> dict:
     """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress.
 
     ``init_from``: a folder with exported ``sd/`` and ``controlnet/`` to start stage 2 from, when
     ``out`` holds no state yet (the committed model has no optimiser state). ``offset_noise``: the
     std of the offset from now on; ``state["offset_noise"]`` lists ``[from_step, std]`` pairs.
     ``decoder_steps``: fine-tune the VAE's decoder alone this far (counted in ``state["decoder_step"]``)
-    before the UNet stage continues."""
+    before the UNet stage continues. ``rare_class``: from now on draw half of each batch by rare-class
+    sampling at this temperature (``state["rare_class"]`` lists ``[from_step, T]``; None keeps the last)."""
     from transformers.utils import logging as hf_logging
 
     from ..data.classsets import load
@@ -284,6 +299,11 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         state.setdefault("offset_noise", [])
         if not state["offset_noise"] or state["offset_noise"][-1][1] != offset_noise:
             state["offset_noise"].append([state["step"], offset_noise])
+        state.setdefault("rare_class", [])
+        if rare_class is not None and (not state["rare_class"] or state["rare_class"][-1][1] != rare_class):
+            state["rare_class"].append([state["step"], rare_class])
+        temperature = state["rare_class"][-1][1] if state["rare_class"] else 0
+        rcs = _rare_class_table(labels, temperature) if temperature else None
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
@@ -308,7 +328,12 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             done = state["step"] - state.get("opt_from", 0) + 1  # steps of this optimiser, this one included
             for group in opt.param_groups:                      # linear warm-up over 200 steps
                 group["lr"] = 5e-4 * min(1.0, done / 200)
-            idx = torch.from_numpy(rng.integers(0, len(z_all), batch_size))
+            idx = rng.integers(0, len(z_all), batch_size)
+            if rcs is not None:     # half the batch: scenes holding a class drawn by rarity (small classes, few trucks)
+                for i in range(batch_size // 2):
+                    scenes = rcs[1][rng.choice(len(rcs[0]), p=rcs[0])]
+                    idx[i] = scenes[rng.integers(len(scenes))]
+            idx = torch.from_numpy(idx)
             z0, ctrl = z_all[idx], c_all[idx]
             ids = cap_ids[idx].clone()
             ids[torch.from_numpy(rng.random(batch_size) < 0.1)] = cap_index[""]
