@@ -146,8 +146,9 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     The encoder stays frozen, so the latents the UNet learnt are unchanged: this lifts reconstruction
     quality (stage 1 saw 700 steps of 32x64 crops) without retraining the UNet. Its own RNG stream
     and optimiser state (``state["decoder_opt"]``) keep it resumable and leave stage 2's sequence alone."""
-    # Posterior means since decoder step 250: the UNet learns and generates means and toy-check scores
-    # them, while samples (4 of the 8 channels are noise-dominated, std 0.5-0.9) taught it to blur.
+    # Decode posterior means (the committed weights' first 250 steps decoded samples): the UNet learns
+    # and generates means and toy-check scores them, while in samples 4 of the 8 channels are mostly
+    # noise (posterior std 0.5-0.9 against a spread of 0.3-0.5 in their means).
     state.setdefault("decoder_on_mean_from", state.get("decoder_step", 0))
     on_mean = state.get("decoder_step", 0) >= state["decoder_on_mean_from"]
     vae.eval().requires_grad_(False)
