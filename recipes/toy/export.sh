@@ -33,16 +33,19 @@ history = old_card.partition("## History")[2].partition("## Quality")[0]
 history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
 (dst / "TRAINING.json").write_text(json.dumps({k: s[k] for k in HISTORY if k in s}) + "\n")   # for --init-from
-dec_last = next((l.partition(" decoder ")[2] for l in reversed(log) if " decoder step " in l), "?")
+dec_last = next((l.partition(" decoder ")[2] for l in reversed(log) if " decoder step " in l), "")
+dec_last = dec_last or next(iter(re.findall(r"Then the decoder alone.*?Last logged: (.*)", old_card)), "?")
 decoder = (f"\n  Then the decoder alone (encoder frozen, so the latents stay) on whole 64x128 images, {s['decoder_step']} steps at"
            f" batch 16, L1, AdamW cosine 3e-4 -> 3e-5. Last logged: {dec_last}") if s.get("decoder_step") else ""
 offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noise", []) if std)
+rare = ", ".join(f"at T = {t} from step {step}" for step, t in s.get("rare_class", []))
+rare = f"; half of each batch drawn by rare-class sampling {rare}" if rare else ""
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
 A Stable-Diffusion-structured stack (AutoencoderKL, CLIP text model + tokenizer, UNet, ControlNet for
 Cityscapes-palette label layouts) that loads like SD 1.5 + ControlNet-seg. Trained from scratch on the
-CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
-{(stamps[-1] - stamps[0]) / 60 if stamps else float('nan'):.0f} minutes of wall time (other work shared the machine).
+CPU (2 cores, no GPU) of zodi development machines, over one or more sittings (see History); the last
+run's log spans {(stamps[-1] - stamps[0]) / 60 if stamps else float('nan'):.0f} minutes of wall time.
 
 - Data: a toy city of its own (seed 1000; 300 train scenes per style: clear, fog, night, rain, snow), at
   128x64, never the demo's or the check's scenes. Captions: "driving on a clear day / in fog / at night /
@@ -52,12 +55,12 @@ CPU (2 cores, no GPU) of a zodi development machine; the logged training spans
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
   parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
-  200 warm-up steps, SD 1.5's noise schedule{', offset noise ' + offsets if offsets else ''}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
+  200 warm-up steps, SD 1.5's noise schedule{', offset noise ' + offsets if offsets else ''}{rare}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
   end: {s.get('loss', float('nan')):.4f}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['text_from']) if 'text_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
 - Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 for both,
-  guidance 5.
+  guidance 5, control scale 2.
 - Retrain: `recipes/toy/train.sh` (`make toy-model`); it resumes from RUN/state.pt. To continue from
   these weights on a fresh machine: `zodi models train-toy --out RUN --init-from recipes/toy/model`.
 
