@@ -40,12 +40,50 @@ def test_translate_toy_as_written(cli, env, tmp_path):
     a = Artifact(tmp_path / "fog.h5")
     assert s["items"] == 8 and a.complete and a.keys[0].startswith("toytown_")
     assert a.get("images", 0).shape == (32, 64, 3) and a.get("labels", 0).shape == (32, 64)
-    assert a.meta["settings"]["prompt"] == "driving in fog" and a.meta["inputs"]["model"] == "tiny"
+    assert a.meta["settings"]["prompt"] == "driving in fog" and a.meta["inputs"]["model"].startswith("tiny@")
     assert (tmp_path / "fog.preview.png").stat().st_size > 0
     code, out, _ = cli("translate", "--src", "toy", "--prompt", "driving in fog", *TINY, "--steps", "10", "--out", tmp_path / "fog.h5")
     assert "0 translated, 8 reused" in out
     code, _, err = cli("translate", "--src", "toy", "--prompt", "driving in snow", *TINY, "--steps", "10", "--out", tmp_path / "fog.h5")
     assert code == 1 and "prompt: 'driving in fog' -> 'driving in snow'" in err
+
+
+def test_new_weights_at_the_same_path_are_not_resumed(cli, env, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(env / "tiny/sd", tmp_path / "m")
+    args = ["translate", "--src", "toy:clear:val", "--domain", "fog", "--model", tmp_path / "m", "--controlnet", "tiny-controlnet",
+            "--short-side", "32", "--steps", "4", "--out", tmp_path / "t.h5"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    (tmp_path / "m/MODEL_CARD.md").write_text("a model card is not the model")
+    code, out, err = cli(*args)
+    assert code == 0 and "0 translated" in out, err
+    weights = tmp_path / "m/unet/diffusion_pytorch_model.safetensors"     # "retrained" in place
+    w = load_file(weights)
+    w = {k: v + 1 if i == 0 else v for i, (k, v) in enumerate(w.items())}
+    save_file(w, weights)
+    code, out, err = cli(*args)
+    assert code == 1 and "inputs changed: model" in err
+
+
+def test_tree_fingerprint_by_hand(tmp_path):
+    import hashlib
+
+    from zodicli.store.fingerprint import tree_fingerprint
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet/w.bin").write_bytes(b"abc")
+    (tmp_path / "a.json").write_bytes(b"{}")
+    expected = hashlib.sha256(b"a.json\0{}unet/w.bin\0abc").hexdigest()[:16]
+    assert tree_fingerprint(tmp_path) == expected
+    (tmp_path / "README.md").write_text("notes")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache/x").write_text("y")
+    assert tree_fingerprint(tmp_path) == expected
+    assert tree_fingerprint(tmp_path / "unet/w.bin") == hashlib.sha256(b"abc").hexdigest()[:16]
 
 
 def test_batch_size_and_sharding_do_not_change_outputs(cli, env, tmp_path):
@@ -136,7 +174,8 @@ def test_sgg_translate_through_the_cli(cli, env, tmp_path):
     assert cli("translate", "--src", "toy:clear:val", "--domain", "fog", *TINY, "--steps", "4", "--out", plain)[0] == 0
     a, b = Artifact(tmp_path / "sgg.h5"), Artifact(plain)
     assert a.keys == b.keys and not np.array_equal(a.get("images", 0), b.get("images", 0))
-    assert a.meta["inputs"]["segmenter"].endswith("last.pt")
+    assert a.meta["inputs"]["segmenter"].startswith(f"{tmp_path / 'seg/last.pt'}@")
+    assert "segmenter" not in b.meta["inputs"]
 
 
 def test_domain_preset_values_are_recorded(cli, env, tmp_path):

@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,21 @@ def finish(proc) -> str:
     if proc.returncode:
         raise SystemExit(f"toy-check: {' '.join(proc.args)} failed ({proc.returncode})")
     return out
+
+
+def forget_translations_of_another_model(out: Path) -> None:
+    """Translations (and their scores) made with other weights or yamls are removed, not resumed
+    (zodi would refuse them: the model's hash is one of their inputs). The segmenter stays."""
+    from zodicli.store.fingerprint import tree_fingerprint
+
+    stamp = tree_fingerprint(MODEL) + " " + " ".join(tree_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS)
+    mark = out / "model.stamp"
+    if mark.is_file() and mark.read_text() != stamp:
+        for t in TARGETS:
+            for p in (out / f"{t}-val.h5", out / f"preds-{t}-translated.h5"):
+                for q in (p, p.with_name(p.name + ".parts"), p.with_suffix(".eval")):
+                    shutil.rmtree(q) if q.is_dir() else q.unlink(missing_ok=True)
+    mark.write_text(stamp)
 
 
 def vae_psnr(n: int) -> dict[str, float]:
@@ -150,6 +166,7 @@ def main() -> int:
     # The segmenter trains in a second process beside the rest, one thread each (as in the demo).
     os.environ.update(ZODI_TOY_ROOT=str(out / "toy"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     zodi("datasets", "make-toy", "--out", out / "toy", "--n-train", args.n_train, "--n-val", args.n_val, "--seed", args.seed)
+    forget_translations_of_another_model(out)
 
     # The segmenter must learn every class, rare ones too (trucks, buses, bicycles: 0.4-0.8 % of
     # pixels), for the per-class gate to measure the translations and not the segmenter: AdamW,

@@ -113,6 +113,25 @@ def _stack(s: DiffusionSettings, need_control: bool):
                       s.vae_tiling, s.compute_batch, s.control_scale)
 
 
+def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
+    """The models as recorded inputs: each spec with a hash of its files (after _stack checked they
+    exist), so retrained weights under the same path or preset never resume an old output."""
+    from ..diffusion.models import resolve
+    from ..store.fingerprint import file_fingerprint, tree_fingerprint
+
+    def fp(spec, config=None):                  # as load_stack reads them: a single file's config folder counts
+        path, preset_cfg = resolve(spec)
+        cfg = Path(config) if config else preset_cfg
+        return f"{spec}@{tree_fingerprint(path)}" + (f"+{tree_fingerprint(cfg)}" if path.is_file() and cfg else "")
+
+    out = {"model": fp(s.model, s.model_config)}
+    if control:
+        out["controlnet"] = fp(s.controlnet) if s.controlnet else ""
+    if s.segmenter and s.label_guidance == "sgg":
+        out["segmenter"] = f"{s.segmenter}@{file_fingerprint(s.segmenter)}"
+    return out
+
+
 def generators(seed: int, keys: list[str]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(key_seed(seed, k)) for k in keys]
 
@@ -192,7 +211,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
         out["timesteps"] = [np.array(ts, np.int32)] * len(keys)
         return out
 
-    inputs = {"src": ds.fingerprint(), "model": s.model, "controlnet": s.controlnet or ""}
+    inputs = {"src": ds.fingerprint(), **_model_inputs(s, control=True)}
     return run_per_item(s.out, "invert", _recorded(settings, s), inputs, ds.keys(), work, batch_size=s.batch_size,
                         shard=shard, overwrite=overwrite)
 
@@ -264,8 +283,7 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
                     previews.append((keys[i], ims[j], lbs[j], result[j]))
         return out
 
-    inputs = {"src": inv.meta["fingerprint"] if inv is not None else ds.fingerprint(), "model": s.model,
-              "controlnet": s.controlnet or "", **({"segmenter": s.segmenter} if s.segmenter else {})}
+    inputs = {"src": inv.meta["fingerprint"] if inv is not None else ds.fingerprint(), **_model_inputs(s, control=True)}
     summary = run_per_item(s.out, "translate", _recorded(settings, s), inputs, keys_all, work, batch_size=s.batch_size,
                            shard=shard, overwrite=overwrite)
     if s.preview and previews:
@@ -338,6 +356,6 @@ def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff",
 
     from ..diffusion.features import feature_layout
 
-    inputs = {"src": ds.fingerprint(), "model": s.model}
+    inputs = {"src": ds.fingerprint(), **_model_inputs(s, control=False)}
     return run_per_item(s.out, "extract-features", settings, inputs, ds.keys(), work, batch_size=s.batch_size,
                         shard=shard, overwrite=overwrite, field_attrs=feature_layout(stack, names, features))

@@ -2,20 +2,12 @@
 shardable). ``evaluate --checkpoint`` scores the result; ``pseudolabel`` builds on it."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..data.registry import open_dataset
 from ..errors import InputError
+from ..store.fingerprint import file_fingerprint
 from .loop import run_per_item
-
-
-def file_fingerprint(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def default_out(checkpoint, dataset: str) -> Path:
