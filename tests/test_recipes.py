@@ -111,3 +111,31 @@ def test_toy_check_reports_its_figures_and_gates(tmp_path):
         shares = rep["style"]["translations"][t]
         assert math.isclose(sum(shares.values()), 1.0, abs_tol=0.01)
     assert "gates:" in out and ("MISS" in out) == (not all(rep["gates"].values()))
+
+
+def test_toy_check_forgets_translations_of_another_model(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_check", "recipes/toy/check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    made = ["fog-val.h5", "fog-val.h5.parts/part-0.h5", "preds-night-translated.h5", "preds-night-translated.eval/m.json",
+            "preds-fog-real.h5", "seg/last.pt"]
+
+    def make():
+        for name in made:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text("x")
+
+    def left():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p.name != "model.stamp")
+
+    make()
+    check.forget_translations_of_another_model(tmp_path)          # no stamp: unknown weights, forgotten
+    assert left() == ["preds-fog-real.h5", "seg/last.pt"]
+    make()
+    check.forget_translations_of_another_model(tmp_path)          # the same weights: kept
+    assert len(left()) == len(made)
+    (tmp_path / "model.stamp").write_text("other weights")
+    check.forget_translations_of_another_model(tmp_path)
+    assert left() == ["preds-fog-real.h5", "seg/last.pt"]

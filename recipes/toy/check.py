@@ -49,13 +49,14 @@ def finish(proc) -> str:
 
 
 def forget_translations_of_another_model(out: Path) -> None:
-    """Translations (and their scores) made with other weights or yamls are removed, not resumed
-    (zodi would refuse them: the model's hash is one of their inputs). The segmenter stays."""
+    """Translations (and their scores) made with other weights or yamls, or with unknown ones (no
+    stamp yet), are removed, not resumed (zodi would refuse them: the model's hash is one of their
+    inputs). The segmenter stays."""
     from zodicli.store.fingerprint import tree_fingerprint
 
     stamp = tree_fingerprint(MODEL) + " " + " ".join(tree_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS)
     mark = out / "model.stamp"
-    if mark.is_file() and mark.read_text() != stamp:
+    if not mark.is_file() or mark.read_text() != stamp:
         for t in TARGETS:
             for p in (out / f"{t}-val.h5", out / f"preds-{t}-translated.h5"):
                 for q in (p, p.with_name(p.name + ".parts"), p.with_suffix(".eval")):
