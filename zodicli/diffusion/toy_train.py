@@ -130,6 +130,12 @@ def _rare_class_table(labels: np.ndarray, temperature: float, min_pixels: int = 
     return p / p.sum(), [np.nonzero(counts[:, c] >= min_pixels)[0] for c in classes]
 
 
+@torch.no_grad()
+def _latent_means(vae, x_all: torch.Tensor) -> torch.Tensor:
+    """Posterior means of the (frozen) encoder, (N, C, H/2, W/2), in chunks of 64 images."""
+    return torch.cat([vae.encode(x_all[i:i + 64]).latent_dist.mean for i in range(0, len(x_all), 64)])
+
+
 def _cosine(start: float, end: float, frac: float) -> float:
     """Cosine decay from ``start`` to ``end`` as ``frac`` goes from 0 to 1."""
     return end + 0.5 * (start - end) * (1 + np.cos(np.pi * frac))
@@ -150,8 +156,8 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     # and generates means and toy-check scores them, while in samples 4 of the 8 channels are mostly
     # noise (posterior std 0.5-0.9 against a spread of 0.3-0.5 in their means).
     state.setdefault("decoder_on_mean_from", state.get("decoder_step", 0))
-    on_mean = state.get("decoder_step", 0) >= state["decoder_on_mean_from"]
     vae.eval().requires_grad_(False)
+    z_all = _latent_means(vae, x_all)                           # the encoder is frozen: encode once
     vae.decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
     params = [p for p in vae.parameters() if p.requires_grad]
@@ -160,15 +166,12 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
         opt.load_state_dict(state["decoder_opt"])
     state.setdefault("decoder_step", 0)
     rng = np.random.default_rng([seed, state["decoder_step"], 2])
-    gen = torch.Generator().manual_seed(seed + state["decoder_step"])
     while state["decoder_step"] < steps and not (deadline and time.time() > deadline):
         for group in opt.param_groups:
             group["lr"] = _cosine(3e-4, 3e-5, state["decoder_step"] / steps)
-        x = x_all[torch.from_numpy(rng.integers(0, len(x_all), batch_size))]
-        with torch.no_grad():
-            post = vae.encode(x).latent_dist
-            z = post.mean if on_mean else post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
+        idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
+        x = x_all[idx]
+        rec = vae.decode(z_all[idx]).sample
         loss = F.l1_loss(rec, x)
         opt.zero_grad()
         loss.backward()
@@ -318,8 +321,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             state["opt_from"] = state["step"]                   # trained) warms up again
         for m in trained.values():
             m.train()
-        with torch.no_grad():
-            z_all = torch.cat([vae.encode(x_all[i:i + 64]).latent_dist.mean for i in range(0, len(x_all), 64)])
+        z_all = _latent_means(vae, x_all)
         if "scale" not in state:                                # unit-variance latents for the UNet
             state["scale"] = float(1 / z_all.std())
             vae.register_to_config(scaling_factor=state["scale"])
