@@ -28,15 +28,21 @@ vae_last = next((l.partition(" vae ")[2] for l in reversed(log) if " vae step " 
 vae_last = vae_last or next(iter(re.findall(r"Last logged: (.*)", old_card)), "?")   # a run --init-from keeps its VAE
 unet_t = [(when(l), int(l.split(" unet step ")[1].split("/")[0])) for l in log if " unet step " in l]
 per_step = sorted((t1 - t0) / (s1 - s0) for (t0, s0), (t1, s1) in zip(unet_t, unet_t[1:]) if s1 > s0)
-per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else "?"
+per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else next(iter(re.findall(r"\(median (\S+ s) per step\)", old_card)), "?")
+loss = f"{s['loss']:.4f}" if "loss" in s else next(iter(re.findall(r"end: ([0-9.]+)", old_card)), "?")   # a decoder-only run has none
+for key in ("offset_noise", "rare_class"):   # entries from the last step on never took effect
+    s[key] = [e for e in s.get(key, []) if e[0] < s["step"]]
 history = old_card.partition("## History")[2].partition("## Quality")[0]
 history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
 (dst / "TRAINING.json").write_text(json.dumps({k: s[k] for k in HISTORY if k in s}) + "\n")   # for --init-from
 dec_last = next((l.partition(" decoder ")[2] for l in reversed(log) if " decoder step " in l), "")
 dec_last = dec_last or next(iter(re.findall(r"Then the decoder alone.*?Last logged: (.*)", old_card)), "?")
+means = s.get("decoder_on_mean_from")
+means = (f", decoding the encoder's posterior means (samples before step {means})" if means else
+         ", decoding the encoder's posterior means") if means is not None else ""
 decoder = (f"\n  Then the decoder alone (encoder frozen, so the latents stay) on whole 64x128 images, {s['decoder_step']} steps at"
-           f" batch 16, L1, AdamW cosine 3e-4 -> 3e-5. Last logged: {dec_last}") if s.get("decoder_step") else ""
+           f" batch 16{means}, L1, AdamW cosine 3e-4 -> 3e-5. Last logged: {dec_last}") if s.get("decoder_step") else ""
 offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noise", []) if std)
 rare = ", ".join(f"at T = {t} from step {step}" for step, t in s.get("rare_class", []))
 rare = f"; half of each batch drawn by rare-class sampling {rare}" if rare else ""
@@ -56,11 +62,11 @@ run's log spans {(stamps[-1] - stamps[0]) / 60 if stamps else float('nan'):.0f} 
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
   parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
   200 warm-up steps, SD 1.5's noise schedule{', offset noise ' + offsets if offsets else ''}{rare}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
-  end: {s.get('loss', float('nan')):.4f}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
+  end: {loss}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['text_from']) if 'text_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
-- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8 for both,
-  guidance 5, control scale 2.
+- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8; guidance
+  and control scale per domain, chosen on a tuning city (see the yamls and History).
 - Retrain: `recipes/toy/train.sh` (`make toy-model`); it resumes from RUN/state.pt. To continue from
   these weights on a fresh machine: `zodi models train-toy --out RUN --init-from recipes/toy/model`.
 
