@@ -20,19 +20,22 @@ import torch
 
 
 class CallTimer:
-    """Adds up the wall time spent inside chosen modules' forward calls (outermost only)."""
+    """Adds up the wall time spent inside chosen modules' forward calls (outermost only), and the
+    batch rows of the calls wrapped with ``rows=True`` (the UNet: the work an algorithm asks for)."""
 
     def __init__(self, device):
-        self.total, self.depth, self.device = 0.0, 0, device
+        self.total, self.depth, self.device, self.rows = 0.0, 0, device, 0
 
     def _sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def wrap(self, obj, name):
+    def wrap(self, obj, name, rows=False):
         fn = getattr(obj, name)
 
         def timed(*a, **k):
+            if rows:
+                self.rows += a[0].shape[0]
             if self.depth == 0:
                 self._sync()
                 t = time.perf_counter()
@@ -108,7 +111,8 @@ def main():
 
         def timed_stack(settings, need_control):
             st = real_stack(settings, need_control)
-            for mod in (st.unet, st.controlnet, st.text_encoder):
+            timer.wrap(st.unet, "forward", rows=True)
+            for mod in (st.controlnet, st.text_encoder):
                 timer.wrap(mod, "forward")
             timer.wrap(st.vae, "encode")
             timer.wrap(st.vae, "decode")
@@ -118,10 +122,10 @@ def main():
         translate(s.resolve(), {"bench": 0})                    # warm-up run (loads, first-call costs)
 
         def run_zodi(rep):
-            timer.total = 0.0
+            timer.total, timer.rows = 0.0, 0
             t0 = time.perf_counter()
             translate(DiffusionSettings(**{**s.__dict__, "out": str(root / f"out{rep}.h5")}).resolve(), {"bench": rep})
-            return time.perf_counter() - t0, timer.total
+            return time.perf_counter() - t0, timer.total, timer.rows
 
         # -- diffusers per-image loop over the same models ------------------------------------
         st = load_stack(paths["model"], paths["controlnet"], a.device, dtype)
@@ -130,6 +134,8 @@ def main():
             scheduler=DDIMScheduler.from_pretrained(paths["model"], subfolder="scheduler"),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
+        diff_rows = CallTimer(torch.device(a.device))
+        diff_rows.wrap(st.unet, "forward", rows=True)
         from zodicli.data.registry import open_dataset
 
         ds = open_dataset("toy:clear:val")
@@ -144,6 +150,7 @@ def main():
                      generator=torch.Generator().manual_seed(i), output_type="np", height=size[0], width=size[1])
 
         def time_diffusers():
+            diff_rows.rows = 0
             t0 = time.perf_counter()
             run_diffusers()
             if a.device.startswith("cuda"):
@@ -155,7 +162,7 @@ def main():
         for rep in range(1, 4):                              # alternate, keep each side's best
             zodi_runs.append(run_zodi(rep))
             diff_runs.append(time_diffusers())
-        wall, model_time = min(zodi_runs)
+        wall, model_time, zodi_rows = min(zodi_runs)
         t_diff = min(diff_runs)
         D._stack = real_stack
     n = a.images
@@ -164,14 +171,18 @@ def main():
     print(f"zodi translate     : {wall / n:.3f} s/image, model calls {model_time / n:.3f} s/image, "
           f"wall / model-call time = {wall / model_time:.3f} (target <= 1.10)")
     print(f"diffusers img2img  : {t_diff / n:.3f} s/image (per-image loop, 12 steps)")
-    print(f"zodi vs diffusers  : {t_diff / wall:.2f}x images per second (best of 3 alternated runs each; "
-          f"zodi makes 13 UNet evaluations per image to diffusers' 12)")
+    per_row = (t_diff / diff_rows.rows) / (wall / zodi_rows)
+    print(f"zodi vs diffusers  : {t_diff / wall:.2f}x images per second (best of 3 alternated runs each)")
+    print(f"UNet batch rows    : zodi {zodi_rows / n:g} per image (ZoDi's encoding adds one conditional call), "
+          f"diffusers {diff_rows.rows / n:g}; zodi vs diffusers per row {per_row:.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps({
             "setting": f"{'full-size SD1.5+ControlNet' if a.full_size else 'tiny stack'}, {n} images {size[0]}x{size[1]}, "
                        f"{a.device} {a.dtype}, batch {a.batch}", "baseline": "diffusers ControlNet img2img, per-image loop",
             "zodi_s_per_image": wall / n, "model_call_s_per_image": model_time / n, "wall_over_model_calls": wall / model_time,
-            "diffusers_s_per_image": t_diff / n, "zodi_vs_diffusers_images_per_s": t_diff / wall}))
+            "diffusers_s_per_image": t_diff / n, "zodi_vs_diffusers_images_per_s": t_diff / wall,
+            "unet_rows_per_image": zodi_rows / n, "diffusers_unet_rows_per_image": diff_rows.rows / n,
+            "zodi_vs_diffusers_per_unet_row": per_row}))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ ROWS = [  # (run, figure, label, target, format)
     ("train", "data_wait_share", "train-seg: share of step time waiting for data", "< 5 %", "{:.1%}"),
     ("translate", "wall_over_model_calls", "translate wall time / UNet+ControlNet+VAE+text call time", "<= 1.10", "{:.3f}"),
     ("translate", "zodi_vs_diffusers_images_per_s", "translate: zodi vs diffusers img2img loop, images/s ratio", ">= 1", "{:.2f}x"),
+    ("translate", "zodi_vs_diffusers_per_unet_row", "translate: zodi vs diffusers per UNet batch row (ZoDi's encoding adds one)",
+     "", "{:.2f}x"),
 ]
 
 
