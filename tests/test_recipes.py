@@ -113,7 +113,7 @@ def test_toy_check_reports_its_figures_and_gates(tmp_path):
     assert "gates:" in out and ("MISS" in out) == (not all(rep["gates"].values()))
 
 
-def test_toy_check_forgets_translations_of_another_model(tmp_path):
+def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("toy_check", "recipes/toy/check.py")
@@ -128,14 +128,23 @@ def test_toy_check_forgets_translations_of_another_model(tmp_path):
             (tmp_path / name).write_text("x")
 
     def left():
-        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p.name != "model.stamp")
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                      if p.is_file() and p.name not in ("model.stamp", "toy.json"))
 
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy/toy.json").write_text('{"n_val": 40}')
     make()
-    check.forget_translations_of_another_model(tmp_path)          # no stamp: unknown weights, forgotten
-    assert left() == ["preds-fog-real.h5", "seg/last.pt"]
+    check.forget_stale_results(tmp_path)                          # no stamp: unknown weights, forgotten
+    assert left() == ["seg/last.pt"]
     make()
-    check.forget_translations_of_another_model(tmp_path)          # the same weights: kept
+    check.forget_stale_results(tmp_path)                          # the same weights and city: kept
     assert len(left()) == len(made)
-    (tmp_path / "model.stamp").write_text("other weights")
-    check.forget_translations_of_another_model(tmp_path)
-    assert left() == ["preds-fog-real.h5", "seg/last.pt"]
+    (tmp_path / "toy/toy.json").write_text('{"n_val": 120}')      # a bigger val set: the scores must be redone
+    check.forget_stale_results(tmp_path)
+    assert left() == ["seg/last.pt"]
+    make()
+    check.forget_stale_results(tmp_path)
+    stamp = (tmp_path / "model.stamp").read_text()
+    (tmp_path / "model.stamp").write_text(stamp.replace(stamp.split()[0], "other-weights"))
+    check.forget_stale_results(tmp_path)
+    assert left() == ["seg/last.pt"]
