@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).parents[1]
@@ -108,17 +109,22 @@ def test_toy_check_reports_its_figures_and_gates(tmp_path):
             assert 0 <= real <= 100 and 0 <= trans <= 100
             if real >= 1:                                                          # percent, not fractions
                 assert abs(lay["class_ratio"][c] * real - trans) <= 0.1 + 0.05 * lay["class_ratio"][c], c
+        lo, hi = lay["ratio_90_interval"]
+        assert lo <= lay["ratio"] <= hi
         shares = rep["style"]["translations"][t]
         assert math.isclose(sum(shares.values()), 1.0, abs_tol=0.01)
     assert "gates:" in out and ("MISS" in out) == (not all(rep["gates"].values()))
 
 
-def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("toy_check", "recipes/toy/check.py")
+def _load_toy_check():
+    spec = importlib.util.spec_from_file_location("toy_check", ROOT / "recipes/toy/check.py")
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
+    return check
+
+
+def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
+    check = _load_toy_check()
     made = ["fog-val.h5", "fog-val.h5.parts/part-0.h5", "preds-night-translated.h5", "preds-night-translated.eval/m.json",
             "preds-fog-real.h5", "seg/last.pt"]
 
@@ -148,3 +154,14 @@ def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
     (tmp_path / "model.stamp").write_text(stamp.replace(stamp.split()[0], "other-weights"))
     check.forget_stale_results(tmp_path)
     assert left() == ["seg/last.pt"]
+
+
+def test_toy_check_bootstrap_interval_by_hand():
+    check = _load_toy_check()
+    perfect = np.array([[10, 0, 0], [0, 10, 0]])          # two classes, mIoU 100
+    half = np.array([[10, 0, 0], [10, 0, 0]])             # class 1 read as 0: IoU 0.5 and 0, mIoU 25
+    real = np.stack([perfect] * 6)
+    assert check.bootstrap_ratio(real, real) == [1.0, 1.0]
+    lo, hi = check.bootstrap_ratio(real, np.stack([perfect] * 3 + [half] * 3))
+    # the whole set: IoU 60/90 and 30/60, ratio 0.583; redraws range from 0.25 (all half) to 1
+    assert 0.25 < lo < 0.583 < hi < 1.0

@@ -66,6 +66,37 @@ def forget_stale_results(out: Path) -> None:
     mark.write_text(stamp)
 
 
+def image_confusions(preds: Path, spec: str) -> np.ndarray:
+    """(N, C, C + 1) confusion counts, one per image of ``spec``, from an evaluate artifact."""
+    from zodicli.data.registry import open_dataset
+    from zodicli.metrics.confusion import ConfusionMatrix
+    from zodicli.store.artifact import Artifact
+
+    ds, art = open_dataset(spec), Artifact(preds)
+    out = []
+    for k in ds.keys():
+        cm = ConfusionMatrix(19)
+        cm.update(art.get("preds", k), ds.label(k), k)
+        out.append(cm.counts)
+    return np.stack(out)
+
+
+def bootstrap_ratio(real: np.ndarray, trans: np.ndarray, draws: int = 1000, seed: int = 0) -> list[float]:
+    """5th and 95th percentiles of mIoU(translations) / mIoU(real) when both image sets are redrawn
+    with replacement (they are different images, so they are redrawn independently)."""
+    from zodicli.metrics.confusion import ConfusionMatrix
+
+    def miou(counts):
+        cm = ConfusionMatrix(counts.shape[0])
+        cm.counts = counts
+        return cm.scores([str(i) for i in range(counts.shape[0])])["miou"]
+
+    rng = np.random.default_rng(seed)
+    ratios = [miou(trans[rng.integers(0, len(trans), len(trans))].sum(0)) / miou(real[rng.integers(0, len(real), len(real))].sum(0))
+              for _ in range(draws)]
+    return [round(float(v), 3) for v in np.percentile(ratios, [5, 95])]
+
+
 def vae_psnr(n: int) -> dict[str, float]:
     """Mean PSNR (dB) of encode -> decode (posterior mean) over ``n`` val images per style."""
     import torch
@@ -196,8 +227,10 @@ def main() -> int:
         real, trans = scores["real"], scores["translated"]
         per_class = {c: round(trans["iou"][c] / real["iou"][c], 3) for c in real["iou"]
                      if math.isfinite(real["iou"][c]) and real["iou"][c] > 0 and math.isfinite(trans["iou"].get(c, math.nan))}
+        interval = bootstrap_ratio(image_confusions(out / f"preds-{t}-real.h5", f"toy:{t}:val"),
+                                   image_confusions(out / f"preds-{t}-translated.h5", f"h5:{synth[t]}"))
         layout[t] = {"real_miou": real["miou"], "translated_miou": trans["miou"],
-                     "ratio": round(trans["miou"] / real["miou"], 3), "class_ratio": per_class,
+                     "ratio": round(trans["miou"] / real["miou"], 3), "ratio_90_interval": interval, "class_ratio": per_class,
                      "class_iou_percent": {c: [round(100 * real["iou"][c], 1), round(100 * trans["iou"][c], 1)] for c in per_class}}
 
     gates = {
@@ -216,7 +249,8 @@ def main() -> int:
     for t, v in layout.items():
         worst = min(v["class_ratio"], key=v["class_ratio"].get)
         lines.append(f"- layout kept, {t}: {v['translated_miou']:.1f} mIoU on translations / {v['real_miou']:.1f} on real "
-                     f"= {100 * v['ratio']:.0f} % (gate >= 85 %); worst class {worst} at {100 * v['class_ratio'][worst]:.0f} % "
+                     f"= {100 * v['ratio']:.0f} % (90 % bootstrap interval over images {100 * v['ratio_90_interval'][0]:.0f}-"
+                     f"{100 * v['ratio_90_interval'][1]:.0f} %; gate >= 85 %); worst class {worst} at {100 * v['class_ratio'][worst]:.0f} % "
                      f"(IoU {v['class_iou_percent'][worst][1]:.1f} vs {v['class_iou_percent'][worst][0]:.1f} % real; gate >= 50 %)")
     for t in TARGETS:
         lines.append(f"- style reached, {t}: {100 * style['translations'][t][t]:.0f} % of translations called {t} (gate >= 90 %; "
