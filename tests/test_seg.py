@@ -239,3 +239,16 @@ def test_photometric_augmentation_is_seeded_and_darkens_on_average():
     means = [photometric(x.clone(), np.random.default_rng(s)).mean().item() for s in range(200)]
     # brightness is log-uniform on [0.1, 1.2] and gamma log-uniform on [0.5, 2]: the mean output sits well below 0.5
     assert 0.1 < np.mean(means) < 0.4 and min(means) < 0.06 and max(means) > 0.55
+
+
+def test_weighted_cross_entropy_by_hand():
+    from zodicli.seg.losses import cross_entropy
+
+    # two images of 1x2 pixels, two classes; image 0 weighs 0.5, image 1 weighs 2; one pixel ignored
+    logits = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]], [[[1.0, 0.0]], [[0.0, 0.0]]]])   # (N=2, C=2, 1, 2)
+    labels = torch.tensor([[[0, 1]], [[255, 0]]])
+    ce = lambda z, y: float(torch.logsumexp(z, 0) - z[y])                                  # noqa: E731
+    per_pixel = [ce(torch.tensor([0.0, 0.0]), 0), ce(torch.tensor([2.0, 0.0]), 1), ce(torch.tensor([0.0, 0.0]), 0)]
+    assert cross_entropy(logits, labels).item() == pytest.approx(sum(per_pixel) / 3, abs=1e-6)
+    weighted = (0.5 * per_pixel[0] + 0.5 * per_pixel[1] + 2 * per_pixel[2]) / 3             # over the 3 valid pixels
+    assert cross_entropy(logits, labels, weight=torch.tensor([0.5, 2.0])).item() == pytest.approx(weighted, abs=1e-6)

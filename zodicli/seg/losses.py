@@ -21,9 +21,7 @@ def cross_entropy(logits, labels, weight=None):
     if weight is None:
         return F.cross_entropy(logits, labels, ignore_index=IGNORE)     # mean over non-ignored pixels
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
-    valid = (labels != IGNORE).float()
-    if weight is not None:
-        valid = valid * weight.view(-1, 1, 1)
+    valid = (labels != IGNORE).float() * weight.view(-1, 1, 1)
     return (loss * valid).sum() / valid.gt(0).sum().clamp(min=1)
 
 
