@@ -165,3 +165,26 @@ def test_toy_check_bootstrap_interval_by_hand():
     lo, hi = check.bootstrap_ratio(real, np.stack([perfect] * 3 + [half] * 3))
     # the whole set: IoU 60/90 and 30/60, ratio 0.583; redraws range from 0.25 (all half) to 1
     assert 0.25 < lo < 0.583 < hi < 1.0
+
+
+@pytest.mark.parametrize("steps, calls", [("900", 1), ("10058\n11000", 2)])
+def test_toy_train_sitting_that_stops_midway_leaves_the_committed_model(tmp_path, steps, calls):
+    """recipes/toy/train.sh with a stand-in zodi that reports where each sitting stopped."""
+    fake = tmp_path / "bin/zodi"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$*" >> "$CALLS"\nn=$(wc -l < "$CALLS")\n'
+                    'echo "run: stage unet, step $(sed -n "${n}p" "$STEPS"); --model run/sd --controlnet run/controlnet"\n')
+    fake.chmod(0o755)
+    (tmp_path / "steps").write_text(steps + "\n")
+    model = sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*"))
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+           "STEPS": str(tmp_path / "steps")}
+    r = subprocess.run(["bash", "recipes/toy/train.sh", tmp_path / "run", "30"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    last = steps.split()[-1]
+    assert f"stopped before UNet step 12107 (at stage unet, step {last})" in r.stderr
+    made = (tmp_path / "calls").read_text().splitlines()
+    assert len(made) == calls and ("--rare-class 0.01" in made[-1]) == (calls == 2)
+    assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
+    assert not (ROOT / "recipes/toy/model.tmp").exists()
