@@ -55,8 +55,9 @@ def forget_stale_results(out: Path) -> None:
     train split, which --n-val leaves alone; train-seg refuses a changed one with a clear error)."""
     from zodicli.store.fingerprint import tree_fingerprint
 
+    city = out / "toy" / "toy.json"
     stamp = " ".join([tree_fingerprint(MODEL), *(tree_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS),
-                      (out / "toy" / "toy.json").read_text().strip() if (out / "toy" / "toy.json").is_file() else ""])
+                      city.read_text().strip() if city.is_file() else ""])
     mark = out / "model.stamp"
     if not mark.is_file() or mark.read_text() != stamp:
         for t in TARGETS:
@@ -66,7 +67,7 @@ def forget_stale_results(out: Path) -> None:
     mark.write_text(stamp)
 
 
-def image_confusions(preds: Path, spec: str) -> np.ndarray:
+def image_confusions(preds: Path, spec: str, num_classes: int) -> np.ndarray:
     """(N, C, C + 1) confusion counts, one per image of ``spec``, from an evaluate artifact."""
     from zodicli.data.registry import open_dataset
     from zodicli.metrics.confusion import ConfusionMatrix
@@ -75,7 +76,7 @@ def image_confusions(preds: Path, spec: str) -> np.ndarray:
     ds, art = open_dataset(spec), Artifact(preds)
     out = []
     for k in ds.keys():
-        cm = ConfusionMatrix(19)
+        cm = ConfusionMatrix(num_classes)
         cm.update(art.get("preds", k), ds.label(k), k)
         out.append(cm.counts)
     return np.stack(out)
@@ -227,8 +228,9 @@ def main() -> int:
         real, trans = scores["real"], scores["translated"]
         per_class = {c: round(trans["iou"][c] / real["iou"][c], 3) for c in real["iou"]
                      if math.isfinite(real["iou"][c]) and real["iou"][c] > 0 and math.isfinite(trans["iou"].get(c, math.nan))}
-        interval = bootstrap_ratio(image_confusions(out / f"preds-{t}-real.h5", f"toy:{t}:val"),
-                                   image_confusions(out / f"preds-{t}-translated.h5", f"h5:{synth[t]}"))
+        n_cls = len(real["class_names"])
+        interval = bootstrap_ratio(image_confusions(out / f"preds-{t}-real.h5", f"toy:{t}:val", n_cls),
+                                   image_confusions(out / f"preds-{t}-translated.h5", f"h5:{synth[t]}", n_cls))
         layout[t] = {"real_miou": real["miou"], "translated_miou": trans["miou"],
                      "ratio": round(trans["miou"] / real["miou"], 3), "ratio_90_interval": interval, "class_ratio": per_class,
                      "class_iou_percent": {c: [round(100 * real["iou"][c], 1), round(100 * trans["iou"][c], 1)] for c in per_class}}
