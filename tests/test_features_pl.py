@@ -230,6 +230,19 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
                          "--controlnet", tmp_path / "tt/controlnet", "--short-side", "32", "--out", tmp_path / "s.h5")
     assert code == 0, err
     assert Artifact(tmp_path / "s.h5").get("images", 0).shape == (32, 64, 3)
+    # A new VAE, then the UNet stage started from the first run's networks: --steps 0 stops after the VAE.
+    args2 = [*args[:2], "--out", tmp_path / "tt2", *args[4:], "--seed", "1"]   # another VAE, so another latent space
+    code, out, err = cli(*args2, "--steps", "0")
+    assert code == 0 and "stage unet, step 0" in out, err
+    code, out, err = cli(*args2, "--steps", "1", "--unet-from", tmp_path / "tt")
+    assert code == 0 and "stage unet, step 1" in out and "latent map R²" in err, err
+    new = torch.load(tmp_path / "tt2/state.pt", weights_only=False)
+    assert new["unet_from"] == str(tmp_path / "tt")
+    from diffusers import UNet2DConditionModel
+    first = UNet2DConditionModel.from_pretrained(tmp_path / "tt/sd", subfolder="unet").state_dict()
+    key = "mid_block.resnets.0.conv1.weight"                        # one warm-up step (lr 2.5e-6) from the first run's
+    torch.testing.assert_close(new["unet"][key], first[key], atol=1e-4, rtol=0)   # weights; conv_in remapped
+    assert (new["unet"]["conv_in.weight"] - first["conv_in.weight"]).abs().max() > 1e-3
 
 
 def test_rare_class_table_by_hand():
@@ -246,3 +259,47 @@ def test_rare_class_table_by_hand():
     assert [m.tolist() for m in members] == [[0, 1, 2], [1], [2]]
     p, members = _rare_class_table(labels, temperature=0.1, min_pixels=3)   # class 2 is too small to sample
     assert len(p) == 2 and [m.tolist() for m in members] == [[0, 1, 2], [1]]
+
+
+def test_unet_from_maps_the_old_latent_space_onto_the_new(tmp_path):
+    """A VAE whose latent channels are the old one's, permuted: the mapped UNet and ControlNet give
+    exactly the old networks' outputs on the old latents, permuted the same way."""
+    import copy
+
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from zodicli.diffusion.tiny import make_tiny
+    from zodicli.diffusion.toy_train import _latent_means, _start_from
+
+    make_tiny(tmp_path / "old")
+    load = lambda cls, *a, **k: cls.from_pretrained(*a, local_files_only=True, **k).eval()
+    old_vae = load(AutoencoderKL, tmp_path / "old/sd", subfolder="vae")
+    unet_old, cn_old = load(UNet2DConditionModel, tmp_path / "old/sd", subfolder="unet"), load(ControlNetModel, tmp_path / "old/controlnet")
+    perm = torch.tensor([2, 0, 3, 1])
+    vae = copy.deepcopy(old_vae)
+    with torch.no_grad():                           # the mean and log-variance channels, permuted
+        vae.quant_conv.weight.copy_(old_vae.quant_conv.weight[torch.cat([perm, perm + 4])])
+        vae.quant_conv.bias.copy_(old_vae.quant_conv.bias[torch.cat([perm, perm + 4])])
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z_old = _latent_means(old_vae, x) * old_vae.config.scaling_factor
+    z = _latent_means(vae, x) * old_vae.config.scaling_factor
+    torch.testing.assert_close(z, z_old[:, perm])
+    unet, cn = copy.deepcopy(unet_old), copy.deepcopy(cn_old)
+    for m in (unet, cn):                            # _start_from must overwrite every weight
+        torch.nn.init.zeros_(next(m.parameters()))
+    text = load(CLIPTextModel, tmp_path / "old/sd", subfolder="text_encoder")
+    logged = []
+    _start_from(tmp_path / "old", vae, x, z, unet, cn, text, logged.append)
+    assert "R² 1.000" in logged[0]
+    emb, t = torch.randn(6, 5, 32), torch.tensor([10, 200, 500, 700, 900, 999])
+    ctrl = torch.rand(6, 3, 16, 16)
+    with torch.no_grad():
+        down_old, mid_old = cn_old(z_old, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
+        down, mid = cn(z, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
+        for a, b in zip([*down, mid], [*down_old, mid_old]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        eps_old = unet_old(z_old, t, encoder_hidden_states=emb, down_block_additional_residuals=down_old,
+                           mid_block_additional_residual=mid_old).sample
+        eps = unet(z, t, encoder_hidden_states=emb, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+    torch.testing.assert_close(eps, eps_old[:, perm], atol=1e-5, rtol=1e-4)

@@ -40,7 +40,8 @@ def make_tiny(out, seed, prediction_type):
 @command.command("train-toy")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder: sd/, controlnet/, state.pt, corpus/.")
 @click.option("--vae-steps", default=700, show_default=True, type=click.IntRange(min=1))
-@click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=1), help="UNet + ControlNet steps.")
+@click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=0),
+              help="UNet + ControlNet steps (0: stop after the VAE).")
 @click.option("--minutes", default=None, type=float, help="Stop after this long (the next run continues).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=2))
 @click.option("--corpus-per-style", default=300, show_default=True, type=click.IntRange(min=1))
@@ -48,6 +49,8 @@ def make_tiny(out, seed, prediction_type):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--init-from", default=None, type=click.Path(exists=True, file_okay=False),
               help="Start the UNet stage from exported sd/ and controlnet/ (e.g. recipes/toy/model) when OUT has no state.")
+@click.option("--unet-from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Start the UNet stage's networks (not the VAE) from exported sd/ and controlnet/, mapped onto this VAE's latents.")
 @click.option("--decoder-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Fine-tune the VAE decoder alone (encoder frozen) this many steps, before the UNet stage continues.")
 @click.option("--offset-noise", default=0.1, show_default=True, type=click.FloatRange(min=0),
@@ -55,7 +58,7 @@ def make_tiny(out, seed, prediction_type):
 @click.option("--rare-class", default=None, type=click.FloatRange(min=0, min_open=True),
               help="From now on, draw half of each UNet batch by rare-class sampling at this temperature (e.g. 0.01).")
 @click.option("--log", "log_file", default=None, type=click.Path(dir_okay=False), help="Also append the losses to this file.")
-def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, offset_noise, decoder_steps, rare_class, log_file):
+def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, unet_from, offset_noise, decoder_steps, rare_class, log_file):
     """Train a toy SD + ControlNet-seg stack on a toy-city corpus of its own (CPU; resumable)."""
     import time
 
@@ -71,5 +74,5 @@ def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt
             with open(log_file, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
-    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps, rare_class)
+    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps, rare_class, unet_from)
     click.echo(f"{res['out']}: stage {res['stage']}, step {res['step']}; --model {out}/sd --controlnet {out}/controlnet")

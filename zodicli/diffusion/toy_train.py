@@ -146,6 +146,43 @@ def _psnr(rec, x) -> float:
     return 10 * torch.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x)).item()
 
 
+def _vae_loss(rec, x, mu):
+    """L1 + MSE of the reconstruction, + 1e-6 · mean(μ²) to keep the means near zero.
+
+    The toy city's per-pixel grain (``data.toy.paint``) alone puts an image 26.2 dB from its own blur,
+    so 28 dB needs latents that carry it: MSE weighs those small errors in, and with no KL on the
+    variance the posterior narrows until samples are nearly means (std 0.02 against a spread of 4.9,
+    measured), so the UNet learns the very latents the decoder reads. The earlier L1 + 1e-6 KL on
+    samples (v6's VAE) stalled at 25.5 dB on clear images."""
+    return F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * mu.pow(2).mean()
+
+
+def _start_from(src: Path, vae, x_all, z_all, unet, cn, text, log) -> None:
+    """Load the UNet, ControlNet and text model of exported folders, with their input and output
+    convolutions mapped from the exported VAE's latent space to this one's.
+
+    A least-squares map M (C × C) takes this VAE's scaled latents ``z_all`` to the old VAE's on the
+    same images, per pixel; ``conv_in`` then reads M·z and ``conv_out`` returns M⁺·ε̂, so the old
+    network starts where the two latent spaces agree instead of from noise."""
+    from diffusers import AutoencoderKL
+
+    old_vae = AutoencoderKL.from_pretrained(src / "sd", subfolder="vae", local_files_only=True).float().eval()
+    old_vae.requires_grad_(False)
+    _load_exported(src, old_vae, unet, cn, text)
+    z_old = _latent_means(old_vae, x_all) * old_vae.config.scaling_factor
+    a = z_all.permute(0, 2, 3, 1).reshape(-1, z_all.shape[1]).double()
+    b = z_old.permute(0, 2, 3, 1).reshape(-1, z_old.shape[1]).double()
+    m = torch.linalg.lstsq(a, b).solution.T                          # b ≈ a @ Mᵀ
+    r2 = 1 - ((a @ m.T - b) ** 2).sum() / ((b - b.mean(0)) ** 2).sum()
+    m_inv = torch.linalg.pinv(m)
+    with torch.no_grad():
+        for conv in (unet.conv_in, cn.conv_in):
+            conv.weight.copy_(torch.einsum("oikl,ij->ojkl", conv.weight.double(), m).float())
+        unet.conv_out.weight.copy_(torch.einsum("ij,jckl->ickl", m_inv, unet.conv_out.weight.double()).float())
+        unet.conv_out.bias.copy_((m_inv @ unet.conv_out.bias.double()).float())
+    log(f"UNet, ControlNet and text model from {src}; latent map R² {r2.item():.3f}")
+
+
 def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt_every, checkpoint, log) -> None:
     """Fine-tune the VAE's decoder on whole images of every style, L1 loss, AdamW cosine 3e-4 -> 3e-5.
 
@@ -187,7 +224,8 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
 
 def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | None = None, batch_size: int = 16,
               corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print,
-              offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0, rare_class: float | None = None) -> dict:
+              offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0, rare_class: float | None = None,
+              unet_from=None) -> dict:
     """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress.
 
     ``init_from``: a folder with exported ``sd/`` and ``controlnet/`` to start stage 2 from, when
@@ -195,7 +233,9 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
     std of the offset from now on; ``state["offset_noise"]`` lists ``[from_step, std]`` pairs.
     ``decoder_steps``: fine-tune the VAE's decoder alone this far (counted in ``state["decoder_step"]``)
     before the UNet stage continues. ``rare_class``: from now on draw half of each batch by rare-class
-    sampling at this temperature (``state["rare_class"]`` lists ``[from_step, T]``; None keeps the last)."""
+    sampling at this temperature (``state["rare_class"]`` lists ``[from_step, T]``; None keeps the last).
+    ``unet_from``: exported folders whose UNet, ControlNet and text model (not VAE) start stage 2 when it
+    has taken no step yet; their latent space is mapped onto this VAE's (``_align_latents``)."""
     from transformers.utils import logging as hf_logging
 
     from ..data.classsets import load
@@ -265,11 +305,12 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             for group in opt.param_groups:
                 group["lr"] = _cosine(1e-3, 1e-4, state["step"] / vae_steps)
             idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
-            y0, x0 = int(rng.integers(0, SIZE[0] - 31)), int(rng.integers(0, SIZE[1] - 63))
+            # Crops at even offsets, on the latent grid, so a crop encodes as its part of the whole image.
+            y0, x0 = 2 * int(rng.integers(0, (SIZE[0] - 32) // 2 + 1)), 2 * int(rng.integers(0, (SIZE[1] - 64) // 2 + 1))
             x = x_all[idx][..., y0:y0 + 32, x0:x0 + 64]
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample()).sample
-            loss = F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+            loss = _vae_loss(rec, x, post.mean)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -289,7 +330,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         _finetune_decoder(vae, x_all, state, decoder_steps, batch_size, seed, deadline, ckpt_every, checkpoint, log)
 
     # Stage 2: UNet + ControlNet -----------------------------------------------------------------
-    if state["stage"] == "unet" and not (deadline and time.time() > deadline):
+    if state["stage"] == "unet" and state["step"] < steps and not (deadline and time.time() > deadline):
         from diffusers import DDPMScheduler
 
         from .tiny import SD15_SCHEDULER
@@ -327,6 +368,11 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             vae.register_to_config(scaling_factor=state["scale"])
             log(f"latent scaling factor {state['scale']:.4f}")
         z_all = z_all * state["scale"]
+        if unet_from is not None and state["step"] == 0 and "unet_from" not in state:
+            _start_from(Path(unet_from), vae, x_all, z_all, unet, cn, text, log)
+            state["unet_from"] = str(unet_from)
+            for k, p in named:                                  # (in place: ema_list holds these tensors)
+                ema[k].copy_(p.detach())
         while state["step"] < steps and not (deadline and time.time() > deadline):
             done = state["step"] - state.get("opt_from", 0) + 1  # steps of this optimiser, this one included
             for group in opt.param_groups:                      # linear warm-up over 200 steps
