@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into recipes/toy/model as
+# Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into DST (recipes/toy/model) as
 # fp16 safetensors (the loaders cast to the --dtype asked for), with STEPS, TRAINING.json
 # (the loss recipe's history, read back by --init-from) and its model card.
-# Usage: recipes/toy/export.sh RUN        (recipes/toy/check.py --card adds the quality figures)
+# Usage: recipes/toy/export.sh RUN [DST]  (recipes/toy/check.py --card adds the quality figures)
 set -euo pipefail
 RUN=$1
-DST=recipes/toy/model
+DST=${2:-recipes/toy/model}
 rm -rf "$DST.tmp" && mkdir -p "$DST.tmp"
 cp -r "$RUN/sd" "$RUN/controlnet" "$DST.tmp/"
 python - "$RUN" "$DST.tmp" <<'PY'
@@ -22,7 +22,7 @@ n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
 when = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
 stamps = [when(l) for l in log if re.match(r"\S+ \S+ ", l)]
-card = Path("recipes/toy/model/MODEL_CARD.md")
+card = next(c for c in (dst.with_suffix("") / "MODEL_CARD.md", Path("recipes/toy/model/MODEL_CARD.md")) if c.is_file())
 old_card = card.read_text() if card.is_file() else ""
 vae_last = next((l.partition(" vae ")[2] for l in reversed(log) if " vae step " in l), "")
 vae_last = vae_last or next(iter(re.findall(r"Last logged: (.*)", old_card)), "?")   # a run --init-from keeps its VAE
@@ -46,6 +46,8 @@ decoder = (f"\n  Then the decoder alone (encoder frozen, so the latents stay) on
 offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noise", []) if std)
 rare = ", ".join(f"at T = {t} from step {step}" for step, t in s.get("rare_class", []))
 rare = f"; half of each batch drawn by rare-class sampling {rare}" if rare else ""
+start = (f"started from the UNet, ControlNet and text model of {s['unet_from']} (their input and output convolutions"
+         " mapped onto this VAE's latents by least squares), then ") if s.get("unet_from") else ""
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
 A Stable-Diffusion-structured stack (AutoencoderKL, CLIP text model + tokenizer, UNet, ControlNet for
@@ -56,11 +58,12 @@ run's log spans {(stamps[-1] - stamps[0]) / 60 if stamps else float('nan'):.0f} 
 - Data: a toy city of its own (seed 1000; 300 train scenes per style: clear, fog, night, rain, snow), at
   128x64, never the demo's or the check's scenes. Captions: "driving on a clear day / in fog / at night /
   under rain / in snow, best quality"; 10 % dropped to "" for classifier-free guidance.
-- VAE: factor 2, channels (64, 128), 8 latent channels (log-variance started at -6), {n['vae']:.2f} M parameters; L1 + 1e-6 KL on 32x64
-  crops, batch 16, AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last}{decoder}
+- VAE: factor 2, channels (64, 128), 8 latent channels (log-variance started at -6), {n['vae']:.2f} M parameters; L1 + MSE of
+  the decoded posterior sample, + 1e-6 mean(mu^2), no KL on the variance, on 32x64 crops on the latent grid, batch 16,
+  AdamW cosine 1e-3 -> 1e-4. Last logged: {vae_last}{decoder}
 - UNet (32, 64, 128; cross-attention at the two coarser levels), {n['unet']:.2f} M parameters, + ControlNet
   (from the UNet, zero convolutions started at N(0, 0.01) since nothing is pretrained), {n['cn']:.2f} M
-  parameters; trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
+  parameters; {start}trained jointly on epsilon prediction for {s['step']} steps at batch 16 (median {per_step} per step), AdamW 5e-4 with
   200 warm-up steps, SD 1.5's noise schedule{', offset noise ' + offsets if offsets else ''}{rare}, EMA 0.999 (exported). Noise loss (EMA of the loss) at the
   end: {loss}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['text_from']) if 'text_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
