@@ -234,6 +234,9 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     args2 = [*args[:2], "--out", tmp_path / "tt2", *args[4:], "--seed", "1"]   # another VAE, so another latent space
     code, out, err = cli(*args2, "--steps", "0")
     assert code == 0 and "stage unet, step 0" in out, err
+    from diffusers import AutoencoderKL                             # the scale is in the exported VAE already
+    scale = torch.load(tmp_path / "tt2/state.pt", weights_only=False)["scale"]
+    assert AutoencoderKL.load_config(tmp_path / "tt2/sd", subfolder="vae")["scaling_factor"] == scale != 0.18215
     code, out, err = cli(*args2, "--steps", "1", "--unet-from", tmp_path / "tt")
     assert code == 0 and "stage unet, step 1" in out and "the latent map leaves" in err, err
     new = torch.load(tmp_path / "tt2/state.pt", weights_only=False)

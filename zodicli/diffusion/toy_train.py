@@ -321,8 +321,10 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             if state["step"] % ckpt_every == 0:
                 state["opt"] = opt.state_dict()
                 checkpoint()
-        if state["step"] >= vae_steps:
-            state.update(stage="unet", step=0)
+        if state["step"] >= vae_steps:      # unit-variance latents for the UNet, in the exported config from now on
+            state.update(stage="unet", step=0, scale=float(1 / _latent_means(vae.eval(), x_all).std()))
+            vae.register_to_config(scaling_factor=state["scale"])
+            log(f"latent scaling factor {state['scale']:.4f}")
             state.pop("opt", None)
         checkpoint()
 
@@ -364,7 +366,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         for m in trained.values():
             m.train()
         z_all = _latent_means(vae, x_all)
-        if "scale" not in state:                                # unit-variance latents for the UNet
+        if "scale" not in state:                                # (a state from before the VAE stage set it)
             state["scale"] = float(1 / z_all.std())
             vae.register_to_config(scaling_factor=state["scale"])
             log(f"latent scaling factor {state['scale']:.4f}")
