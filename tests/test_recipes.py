@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -167,24 +168,32 @@ def test_toy_check_bootstrap_interval_by_hand():
     assert 0.25 < lo < 0.583 < hi < 1.0
 
 
-@pytest.mark.parametrize("steps, calls", [("900", 1), ("10058\n11000", 2)])
-def test_toy_train_sitting_that_stops_midway_leaves_the_committed_model(tmp_path, steps, calls):
-    """recipes/toy/train.sh with a stand-in zodi that reports where each sitting stopped."""
+def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(tmp_path):
+    """recipes/toy/train.sh with a stand-in zodi that stops at UNet step 900: the sitting's weights go to
+    the checkpoint folder, the committed model stays, and a fresh machine continues from the checkpoint."""
     fake = tmp_path / "bin/zodi"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\necho "$*" >> "$CALLS"\nn=$(wc -l < "$CALLS")\n'
-                    'echo "run: stage unet, step $(sed -n "${n}p" "$STEPS"); --model run/sd --controlnet run/controlnet"\n')
+    fake.write_text('#!/bin/sh\necho "$*" >> "$CALLS"\n'           # zodi models train-toy --out RUN ...: its state appears
+                    '[ -f "$4/state.later" ] && mv "$4/state.later" "$4/state.pt"\n'
+                    'echo "run: stage unet, step 900; --model run/sd --controlnet run/controlnet"\n')
     fake.chmod(0o755)
-    (tmp_path / "steps").write_text(steps + "\n")
     model = sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*"))
-    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
-           "STEPS": str(tmp_path / "steps")}
-    r = subprocess.run(["bash", "recipes/toy/train.sh", tmp_path / "run", "30"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, check=False)
-    assert r.returncode == 0, r.stderr
-    last = steps.split()[-1]
-    assert f"stopped before UNet step 12107 (at stage unet, step {last})" in r.stderr
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
+    ckpt = tmp_path / "ckpt"
+    for run in ("run", "fresh"):                    # a sitting, then another on a machine without its RUN
+        for name in ("v6", "sd/vae", "controlnet"):     # (v6 given: no `git archive` in a shallow clone)
+            (tmp_path / run / name).mkdir(parents=True)
+        (tmp_path / run / "sd/vae/config.json").write_text("{}")
+        torch.save({"stage": "unet", "step": 900, "vae": {}, "unet": {}, "cn": {}, "rare_class": [[0, 0.01]]},
+                   tmp_path / run / "state.later")
+        r = subprocess.run(["bash", "recipes/toy/train.sh", tmp_path / run, "30", ckpt], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=False)
+        assert r.returncode == 0, r.stderr
+        assert "stopped at UNet step 900 of 3000" in r.stderr
+        assert (ckpt / "STEPS").read_text() == "900\n" and (ckpt / "sd/vae/config.json").is_file()
+        assert json.loads((ckpt / "TRAINING.json").read_text()) == {"offset_noise": [], "rare_class": [[0, 0.01]]}
     made = (tmp_path / "calls").read_text().splitlines()
-    assert len(made) == calls and ("--rare-class 0.01" in made[-1]) == (calls == 2)
+    assert "--init-from" not in made[0] and f"--init-from {ckpt}" in made[1]
+    assert f"--unet-from {tmp_path / 'run/v6'}" in made[0]
     assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
     assert not (ROOT / "recipes/toy/model.tmp").exists()

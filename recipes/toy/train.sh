@@ -1,34 +1,39 @@
 #!/usr/bin/env bash
-# Train the toy diffusion stack on the CPU and, once finished, export it to recipes/toy/model (make toy-model).
-# Resumable: re-run the same command to continue from RUN/state.pt. Usage:
-#   recipes/toy/train.sh [RUN] [MINUTES]      (MINUTES caps one sitting; the whole recipe took about 5.5 h on 2 cores)
+# Train the toy diffusion stack on the CPU; once finished, export it to recipes/toy/model and check it
+# (make toy-model). Resumable: re-run the same command to continue from RUN/state.pt; on a fresh machine
+# it continues from the newest committed checkpoint, CKPT (recipes/toy/checkpoint). Usage:
+#   recipes/toy/train.sh [RUN] [MINUTES] [CKPT]      (MINUTES caps one sitting)
 set -euo pipefail
 RUN=${1:-out/toy-diffusion}
 MINUTES=${2:-120}
-# The committed weights came in stages (see the model card and TRAINING.json); this is their recipe in
-# two runs: to step 10,058 on uniformly drawn scenes, then with half of each batch by rare-class sampling.
-# The decoder stage (1,750 steps, about 85 min) decodes posterior means throughout; the committed
-# decoder's first 250 steps decoded samples. It leaves the latents, so the UNet, as they are.
+# v7 (in training): a new VAE whose latents carry the toy city's per-pixel grain (3,000 steps, about 2 h
+# on 2 cores), then the UNet stage started from v6's networks, turned onto the new latents (--unet-from).
+# v6 is recipes/toy/model at commit $V6, made by recipes/toy/train.sh of that commit.
+V6=558cc8e
+FINAL=3000
+CKPT=${3:-recipes/toy/checkpoint}
 START=$SECONDS
-FINAL=12107
 unet_step() { sed -n 's/.*stage unet, step \([0-9]*\);.*/\1/p' <<<"$1"; }
-where() { sed -n 's/.*: \(stage [a-z]*, step [0-9]*\);.*/\1/p' <<<"$1"; }
-log=$(zodi models train-toy --out "$RUN" --vae-steps 700 --decoder-steps 1750 --steps 10058 --offset-noise 0.3 \
-  --minutes "$MINUTES" --log "$RUN/train.log")
+mkdir -p "$RUN"
+if [ ! -d "$RUN/v6" ]; then
+  rm -rf "$RUN/v6.tmp" && mkdir "$RUN/v6.tmp"
+  git archive "$V6" recipes/toy/model | tar -x -C "$RUN/v6.tmp"
+  mv "$RUN/v6.tmp/recipes/toy/model" "$RUN/v6" && rm -rf "$RUN/v6.tmp"
+fi
+from=()
+if [ ! -f "$RUN/state.pt" ] && [ -f "$CKPT/STEPS" ]; then from=(--init-from "$CKPT"); fi
+log=$(zodi models train-toy --out "$RUN" "${from[@]}" --vae-steps 3000 --steps $FINAL --unet-from "$RUN/v6" \
+  --offset-noise 0.3 --rare-class 0.01 --minutes "$MINUTES" --log "$RUN/train.log")
 echo "$log"
 step=$(unet_step "$log")
-left=$(( MINUTES - (SECONDS - START) / 60 ))
-if [ "${step:-0}" -ge 10058 ] && [ "$left" -gt 0 ]; then
-  log=$(zodi models train-toy --out "$RUN" --steps $FINAL --offset-noise 0.3 --rare-class 0.01 --minutes "$left" \
-    --log "$RUN/train.log")
-  echo "$log"
-  step=$(unet_step "$log")
-fi
-# Only a finished run replaces the committed weights: a sitting that stops midway leaves them alone.
+# A sitting that stops midway replaces the checkpoint (commit it to carry it to another machine) and
+# leaves the model alone; a finished run replaces the model and drops the checkpoint.
 if [ "${step:-0}" -lt $FINAL ]; then
-  echo "train.sh: this sitting stopped before UNet step $FINAL (at $(where "$log")); run it again to continue." \
-    "recipes/toy/model is unchanged." >&2
+  bash recipes/toy/export.sh "$RUN" "$CKPT"
+  echo "train.sh: stopped at UNet step ${step:-0} of $FINAL after $(( (SECONDS - START) / 60 )) min; $CKPT holds" \
+    "this sitting's weights and recipes/toy/model is unchanged. Run it again to continue." >&2
   exit 0
 fi
 bash recipes/toy/export.sh "$RUN"
+rm -rf "$CKPT"
 python recipes/toy/check.py runs/toy-check --card || echo "toy-check: a gate is missed (see above and the model card)" >&2
