@@ -47,7 +47,7 @@ offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noi
 rare = ", ".join(f"at T = {t} from step {step}" for step, t in s.get("rare_class", []))
 rare = f"; half of each batch drawn by rare-class sampling {rare}" if rare else ""
 start = (f"started from the UNet, ControlNet and text model of {s['unet_from']} (their input and output convolutions"
-         " mapped onto this VAE's latents by least squares), then ") if s.get("unet_from") else ""
+         " turned onto this VAE's latents by an orthogonal map), then ") if s.get("unet_from") else ""
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
 A Stable-Diffusion-structured stack (AutoencoderKL, CLIP text model + tokenizer, UNet, ControlNet for
