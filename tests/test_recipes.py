@@ -178,7 +178,8 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
                     'echo "run: stage unet, step 900; --model run/sd --controlnet run/controlnet"\n')
     fake.chmod(0o755)
     model = sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*"))
-    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
+    path = os.pathsep.join([str(fake.parent), str(Path(sys.executable).parent), os.environ["PATH"]])   # export.sh's python
+    env = {**os.environ, "PATH": path, "CALLS": str(tmp_path / "calls")}
     ckpt = tmp_path / "ckpt"
     for run in ("run", "fresh"):                    # a sitting, then another on a machine without its RUN
         for name in ("v6", "sd/vae", "controlnet"):     # (v6 given: no `git archive` in a shallow clone)
