@@ -27,7 +27,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo/run.sh $(DEMO) "$(SEEDS)"
 
-# The toy diffusion model behind the demo: retrain (about 2 h on 2 CPU cores; resumable), or check it.
+# The toy diffusion model behind the demo: retrain (hours on 2 CPU cores, over sittings; resumable), or check it.
 toy-model: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/toy/train.sh out/toy-diffusion
 
