@@ -166,12 +166,11 @@ def _start_from(src: Path, vae, x_all, z_all, unet, cn, text, log) -> None:
     Orthogonal, so unit Gaussian noise stays unit Gaussian noise and the old network reads the noise
     level right. Start loss with a VAE 200 steps in: 0.148 through Q, 0.33 unmapped, 16.0 through a
     least-squares map (R² 0.59; it shrinks the noise), 1.12 from random networks."""
-    from diffusers import AutoencoderKL
+    import copy
 
-    old_vae = AutoencoderKL.from_pretrained(src / "sd", subfolder="vae", local_files_only=True).float().eval()
-    old_vae.requires_grad_(False)
-    _load_exported(src, old_vae, unet, cn, text)
-    z_old = _latent_means(old_vae, x_all) * old_vae.config.scaling_factor
+    old_vae = copy.deepcopy(vae).eval()                             # same architecture; the old weights and scale
+    old_scale = _load_exported(src, old_vae, unet, cn, text)
+    z_old = _latent_means(old_vae, x_all) * old_scale
     a = z_all.permute(0, 2, 3, 1).reshape(-1, z_all.shape[1]).double()
     b = z_old.permute(0, 2, 3, 1).reshape(-1, z_old.shape[1]).double()
     u, _, vt = torch.linalg.svd(a.T @ b)                            # b ≈ a @ Qᵀ, Qᵀ = U Vᵀ
