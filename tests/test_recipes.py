@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,8 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
     path = os.pathsep.join([str(fake.parent), str(Path(sys.executable).parent), os.environ["PATH"]])   # export.sh's python
     env = {**os.environ, "PATH": path, "CALLS": str(tmp_path / "calls")}
     ckpt = tmp_path / "ckpt"
+    final = int(re.search(r"^FINAL=(\d+)$", (ROOT / "recipes/toy/train.sh").read_text(), re.M).group(1))
+    assert final > 900
     for run in ("run", "fresh"):                    # a sitting, then another on a machine without its RUN
         for name in ("v6", "sd/vae", "controlnet"):     # (v6 given: no `git archive` in a shallow clone)
             (tmp_path / run / name).mkdir(parents=True)
@@ -190,11 +193,11 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
         r = subprocess.run(["bash", "recipes/toy/train.sh", tmp_path / run, "30", ckpt], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
-        assert "stopped at UNet step 900 of 3000" in r.stderr
+        assert f"stopped at UNet step 900 of {final}" in r.stderr
         assert (ckpt / "STEPS").read_text() == "900\n" and (ckpt / "sd/vae/config.json").is_file()
         assert json.loads((ckpt / "TRAINING.json").read_text()) == {"offset_noise": [], "rare_class": [[0, 0.01]]}
     made = (tmp_path / "calls").read_text().splitlines()
     assert "--init-from" not in made[0] and f"--init-from {ckpt}" in made[1]
-    assert f"--unet-from {tmp_path / 'run/v6'}" in made[0]
+    assert f"--unet-from {tmp_path / 'run/v6'}" in made[0] and f"--steps {final} " in made[0]
     assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
     assert not (ROOT / "recipes/toy/model.tmp").exists()
