@@ -201,3 +201,22 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
     assert f"--unet-from {tmp_path / 'run/v6'}" in made[0] and f"--steps {final} " in made[0]
     assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
     assert not (ROOT / "recipes/toy/model.tmp").exists()
+
+
+def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path):
+    """export.sh RUN DST CARD: the card's History (the sittings so far) goes on, and UNET_FROM names the
+    networks the UNet stage started from instead of the run's scratch path."""
+    run = tmp_path / "run"
+    for name in ("sd/vae", "controlnet"):
+        (run / name).mkdir(parents=True)
+    torch.save({"stage": "unet", "step": 12, "vae": {}, "unet": {}, "cn": {}, "unet_from": str(run / "v6")}, run / "state.pt")
+    card = tmp_path / "old_card.md"
+    card.write_text("# old\n\n## History and what limits it\n- v7: trained in two sittings.\n\n## Quality\nold figures\n")
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])      # export.sh's python
+    r = subprocess.run(["bash", "recipes/toy/export.sh", run, tmp_path / "model", card], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "PATH": path, "UNET_FROM": "v6 (commit abc1234)"}, check=False)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "model/MODEL_CARD.md").read_text()
+    assert "## History and what limits it\n- v7: trained in two sittings.\n\n## Quality\nRun `make toy-check`" in text
+    assert "text model of v6 (commit abc1234), their input and output convolutions" in text and str(run) not in text
+    assert (tmp_path / "model/STEPS").read_text() == "12\n" and not (tmp_path / "model.tmp").exists()

@@ -106,7 +106,8 @@ def vae_psnr(n: int) -> dict[str, float]:
     from zodicli.data.registry import open_dataset
     from zodicli.diffusion.layout import resize_image
 
-    vae = AutoencoderKL.from_pretrained(MODEL / "sd", subfolder="vae", local_files_only=True).float().eval()
+    vae = AutoencoderKL.from_pretrained(MODEL / "sd", subfolder="vae", local_files_only=True,
+                                        low_cpu_mem_usage=False).float().eval()  # True needs accelerate (not a dependency) and warns
     out = {}
     for style in STYLES:
         ds = open_dataset(f"toy:{style}:val")

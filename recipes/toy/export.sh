@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into DST (recipes/toy/model) as
 # fp16 safetensors (the loaders cast to the --dtype asked for), with STEPS, TRAINING.json
-# (the loss recipe's history, read back by --init-from) and its model card.
-# Usage: recipes/toy/export.sh RUN [DST]  (recipes/toy/check.py --card adds the quality figures)
+# (the loss recipe's history, read back by --init-from) and its model card, whose History comes from CARD
+# (default: DST's card, else recipes/toy/model's). UNET_FROM, when set, names the --unet-from weights in it.
+# Usage: recipes/toy/export.sh RUN [DST] [CARD]  (recipes/toy/check.py --card adds the quality figures)
 set -euo pipefail
 RUN=$1
 DST=${2:-recipes/toy/model}
+CARD=${3:-}
 rm -rf "$DST.tmp" && mkdir -p "$DST.tmp"
 cp -r "$RUN/sd" "$RUN/controlnet" "$DST.tmp/"
-python - "$RUN" "$DST.tmp" <<'PY'
-import json, re, sys, time
+python - "$RUN" "$DST.tmp" "$CARD" <<'PY'
+import json, os, re, sys, time
 from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,7 +24,7 @@ n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
 when = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
 stamps = [when(l) for l in log if re.match(r"\S+ \S+ ", l)]
-card = next((c for c in (dst.with_suffix("") / "MODEL_CARD.md", Path("recipes/toy/model/MODEL_CARD.md")) if c.is_file()), None)
+card = next((c for c in (*map(Path, filter(None, sys.argv[3:])), dst.with_suffix("") / "MODEL_CARD.md", Path("recipes/toy/model/MODEL_CARD.md")) if c.is_file()), None)
 old_card = card.read_text() if card else ""
 vae_last = next((l.partition(" vae ")[2] for l in reversed(log) if " vae step " in l), "")
 vae_last = vae_last or next(iter(re.findall(r"Last logged: (.*)", old_card)), "?")   # a run --init-from keeps its VAE
@@ -46,8 +48,8 @@ decoder = (f"\n  Then the decoder alone (encoder frozen, so the latents stay) on
 offsets = ", ".join(f"{std} from step {step}" for step, std in s.get("offset_noise", []) if std)
 rare = ", ".join(f"at T = {t} from step {step}" for step, t in s.get("rare_class", []))
 rare = f"; half of each batch drawn by rare-class sampling {rare}" if rare else ""
-start = (f"started from the UNet, ControlNet and text model of {s['unet_from']} (their input and output convolutions"
-         " turned onto this VAE's latents by an orthogonal map), then ") if s.get("unet_from") else ""
+start = (f"started from the UNet, ControlNet and text model of {os.environ.get('UNET_FROM') or s['unet_from']}, their input and output convolutions"
+         " turned onto this VAE's latents by an orthogonal map, then ") if s.get("unet_from") else ""
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
 
 A Stable-Diffusion-structured stack (AutoencoderKL, CLIP text model + tokenizer, UNet, ControlNet for

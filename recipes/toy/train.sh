@@ -31,11 +31,12 @@ step=$(unet_step "$log")
 # A sitting that stops midway replaces the checkpoint (commit it to carry it to another machine) and
 # leaves the model alone; a finished run replaces the model and drops the checkpoint.
 if [ "${step:-0}" -lt $FINAL ]; then
-  bash recipes/toy/export.sh "$RUN" "$CKPT"
+  UNET_FROM="v6 (recipes/toy/model at commit $V6)" bash recipes/toy/export.sh "$RUN" "$CKPT"
   echo "train.sh: stopped at UNet step ${step:-0} of $FINAL after $(( (SECONDS - START) / 60 )) min; $CKPT holds" \
     "this sitting's weights and recipes/toy/model is unchanged. Run it again to continue." >&2
   exit 0
 fi
-bash recipes/toy/export.sh "$RUN"
+card=(); if [ -f "$CKPT/MODEL_CARD.md" ]; then card=("$CKPT/MODEL_CARD.md"); fi   # the newest History
+UNET_FROM="v6 (recipes/toy/model at commit $V6)" bash recipes/toy/export.sh "$RUN" recipes/toy/model "${card[@]}"
 rm -rf "$CKPT"
 python recipes/toy/check.py runs/toy-check --card || echo "toy-check: a gate is missed (see above and the model card)" >&2
