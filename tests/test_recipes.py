@@ -98,7 +98,8 @@ def test_demo_table_means_and_gap():
 
 
 def test_toy_check_reports_its_figures_and_gates(tmp_path):
-    out = run(sys.executable, "recipes/toy/check.py", tmp_path / "c", "--iters", "4", "--n-train", "4", "--n-val", "4", ok=(0, 1))
+    out = run(sys.executable, "recipes/toy/check.py", tmp_path / "c", "--iters", "4", "--n-train", "4", "--n-val", "4", "--style-iters", "20",
+              ok=(0, 1))
     rep = json.loads((tmp_path / "c/toy_check.json").read_text())
     assert set(rep["vae_psnr_db"]) == {"clear", "fog", "night", "rain", "snow"}
     assert all(10 < v < 60 for v in rep["vae_psnr_db"].values())

@@ -11,7 +11,7 @@ on a held-out toy city (seed 2000: neither the model's corpus nor the demo's sce
    translations; gate: >= 90 % of fog translations called fog, and of night translations night.
 
 The segmenter, the translations and the evaluations are plain zodi commands (printed as they run);
-the VAE and the classifier are checked here. Usage: python recipes/toy/check.py [OUT] [--iters N]
+the VAE and the classifier are checked here. Usage: python recipes/toy/check.py [OUT] [--iters N] [--style-iters N]
 [--seed S] (another city, to tune settings on without touching the check's)
 Writes OUT/toy_check.json and prints the figures; exits 1 when a gate is missed.
 """
@@ -166,7 +166,7 @@ class StyleNet:
         return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
 
 
-def style_shares(out: Path, synth: dict[str, Path]) -> dict:
+def style_shares(out: Path, synth: dict[str, Path], iters: int = 1000) -> dict:
     """Train the classifier on real train images of every style; share of translations per style."""
     from zodicli.data.registry import open_dataset
     from zodicli.diffusion.layout import resize_image
@@ -178,7 +178,7 @@ def style_shares(out: Path, synth: dict[str, Path]) -> dict:
 
     train = [load(f"toy:{s}:train") for s in STYLES]
     clf = StyleNet()
-    clf.fit(np.concatenate(train), np.concatenate([np.full(len(t), i) for i, t in enumerate(train)]))
+    clf.fit(np.concatenate(train), np.concatenate([np.full(len(t), i) for i, t in enumerate(train)]), iters)
     real_acc = {s: float((clf.predict(load(f"toy:{s}:val")) == i).mean()) for i, s in enumerate(STYLES)}
     shares = {}
     for target, path in synth.items():
@@ -194,6 +194,7 @@ def main() -> int:
     ap.add_argument("out", nargs="?", default="runs/toy-check")
     ap.add_argument("--iters", type=int, default=3000, help="segmenter iterations (all styles)")
     ap.add_argument("--n-train", type=int, default=100, help="held-out train scenes per style")
+    ap.add_argument("--style-iters", type=int, default=1000, help="style classifier iterations")
     # 40 scenes made a noisy gate: the same weights scored fog layout 83 % on them and 91 % on 120
     # (the first 40 included), and a few dozen small objects decided a class like bus.
     ap.add_argument("--n-val", type=int, default=120, help="held-out val scenes per style")
@@ -217,7 +218,7 @@ def main() -> int:
     for t in TARGETS:
         zodi("translate", "--config", f"recipes/toy/{t}.yaml", "--src", "toy:clear:val", "--out", synth[t])
     psnr = vae_psnr(args.n_val)
-    style = style_shares(out, synth)
+    style = style_shares(out, synth, args.style_iters)
     finish(seg)
 
     layout = {}
