@@ -2,7 +2,7 @@
 # Copy a trained toy diffusion stack (zodi models train-toy --out RUN) into DST (recipes/toy/model) as
 # fp16 safetensors (the loaders cast to the --dtype asked for), with STEPS, TRAINING.json
 # (the loss recipe's history, read back by --init-from) and its model card, whose History comes from CARD
-# (default: DST's card, else recipes/toy/model's). UNET_FROM, when set, names the --unet-from weights in it.
+# (when it exists; else DST's card, else recipes/toy/model's). UNET_FROM, when set, names the --unet-from weights in it.
 # Usage: recipes/toy/export.sh RUN [DST] [CARD]  (recipes/toy/check.py --card adds the quality figures)
 set -euo pipefail
 RUN=$1
@@ -24,7 +24,7 @@ n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
 when = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
 stamps = [when(l) for l in log if re.match(r"\S+ \S+ ", l)]
-card = next((c for c in (*map(Path, filter(None, sys.argv[3:])), dst.with_suffix("") / "MODEL_CARD.md", Path("recipes/toy/model/MODEL_CARD.md")) if c.is_file()), None)
+card = next((c for c in (*[Path(a) for a in sys.argv[3:] if a], dst.with_suffix("") / "MODEL_CARD.md", Path("recipes/toy/model/MODEL_CARD.md")) if c.is_file()), None)
 old_card = card.read_text() if card else ""
 vae_last = next((l.partition(" vae ")[2] for l in reversed(log) if " vae step " in l), "")
 vae_last = vae_last or next(iter(re.findall(r"Last logged: (.*)", old_card)), "?")   # a run --init-from keeps its VAE

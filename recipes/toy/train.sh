@@ -12,6 +12,7 @@ MINUTES=${2:-120}
 # from step 1,400 to 1,832 (2 h on 2 cores).
 # v6 is recipes/toy/model at commit $V6, made by recipes/toy/train.sh of that commit.
 V6=558cc8e
+export UNET_FROM="v6 (recipes/toy/model at commit $V6)"   # how the model card names --unet-from
 FINAL=1832
 CKPT=${3:-recipes/toy/checkpoint}
 START=$SECONDS
@@ -31,12 +32,11 @@ step=$(unet_step "$log")
 # A sitting that stops midway replaces the checkpoint (commit it to carry it to another machine) and
 # leaves the model alone; a finished run replaces the model and drops the checkpoint.
 if [ "${step:-0}" -lt $FINAL ]; then
-  UNET_FROM="v6 (recipes/toy/model at commit $V6)" bash recipes/toy/export.sh "$RUN" "$CKPT"
+  bash recipes/toy/export.sh "$RUN" "$CKPT"
   echo "train.sh: stopped at UNet step ${step:-0} of $FINAL after $(( (SECONDS - START) / 60 )) min; $CKPT holds" \
     "this sitting's weights and recipes/toy/model is unchanged. Run it again to continue." >&2
   exit 0
 fi
-card=(); if [ -f "$CKPT/MODEL_CARD.md" ]; then card=("$CKPT/MODEL_CARD.md"); fi   # the newest History
-UNET_FROM="v6 (recipes/toy/model at commit $V6)" bash recipes/toy/export.sh "$RUN" recipes/toy/model "${card[@]}"
+bash recipes/toy/export.sh "$RUN" recipes/toy/model "$CKPT/MODEL_CARD.md"   # the newest History, when a sitting left one
 rm -rf "$CKPT"
 python recipes/toy/check.py runs/toy-check --card || echo "toy-check: a gate is missed (see above and the model card)" >&2
