@@ -218,10 +218,14 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     frozen = CLIPTextModel.from_pretrained(tmp_path / "tt/text/sd/text_encoder").state_dict()
     moved = [k for k, v in state["text"].items() if not torch.equal(v, frozen[k])]
     assert any(k.endswith("token_embedding.weight") for k in moved)
-    code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2", "--rare-class", "0.01")
+    code, out, err = cli(*args, "--steps", "3", "--focus", "dusk:bus")
+    assert code == 1 and err.strip().splitlines()[-1].startswith("zodi: error: --focus 'dusk:bus': expected STYLE:CLASS"), err
+    code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2", "--rare-class", "0.01",
+                         "--focus", "night:car,road")
     assert code == 0 and "stage unet, step 3" in out, err                # continued, did not restart
     after = torch.load(tmp_path / "tt/state.pt", weights_only=False)
     assert after["offset_noise"] == [[0, 0.1], [2, 0.3]] and after["rare_class"] == [[2, 0.01]]
+    assert after["focus"] == [[2, "night:car,road"]]
     assert after["decoder_step"] == 2 and after["decoder_on_mean_from"] == 0
     moved = {k for k, v in after["vae"].items() if not torch.equal(v, state["vae"][k])}   # the decoder alone moved
     assert moved and all(k.startswith(("decoder.", "post_quant_conv.")) for k in moved)
@@ -262,6 +266,18 @@ def test_rare_class_table_by_hand():
     assert [m.tolist() for m in members] == [[0, 1, 2], [1], [2]]
     p, members = _rare_class_table(labels, temperature=0.1, min_pixels=3)   # class 2 is too small to sample
     assert len(p) == 2 and [m.tolist() for m in members] == [[0, 1, 2], [1]]
+
+
+def test_focus_scenes_by_hand():
+    from zodicli.diffusion.toy_train import CAPTIONS, _focus_scenes
+
+    labels = np.zeros((4, 4, 4), np.uint8)          # road (0) everywhere; 3 px of bus (15) in 1 and 3, 2 px of wall (3) in 2
+    labels[1, 0, :3] = labels[3, 1, :3] = 15
+    labels[2, 0, :2] = 3
+    captions = [CAPTIONS[s] + ", best quality" for s in ("night", "night", "night", "clear")]
+    assert _focus_scenes(labels, captions, "night:bus,wall", min_pixels=2).tolist() == [1, 2]   # scene 3 is clear
+    assert _focus_scenes(labels, captions, "night:bus,wall", min_pixels=3).tolist() == [1]      # too little wall
+    assert _focus_scenes(labels, captions, "clear:bus", min_pixels=3).tolist() == [3]
 
 
 def test_unet_from_maps_the_old_latent_space_onto_the_new(tmp_path):

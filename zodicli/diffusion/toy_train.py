@@ -40,7 +40,8 @@ CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night":
             "rain": "driving under rain", "snow": "driving in snow"}
 SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
 OFFSET_NOISE = 0.1        # default std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
-HISTORY = ("min_snr_from", "text_from", "offset_noise", "decoder_step", "decoder_on_mean_from", "rare_class", "unet_from")   # the recipe's history, TRAINING.json on export
+HISTORY = ("min_snr_from", "text_from", "offset_noise", "decoder_step", "decoder_on_mean_from", "rare_class", "unet_from",
+           "focus")   # the recipe's history, TRAINING.json on export
 
 
 def _corpus(root: Path, n: int, seed: int):
@@ -118,6 +119,27 @@ def _load_exported(src: Path, vae, unet, cn, text) -> float:
                           (cn, ControlNetModel.from_pretrained(src / "controlnet", local_files_only=True))):
         model.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
     return AutoencoderKL.load_config(src / "sd", subfolder="vae", local_files_only=True)["scaling_factor"]
+
+
+def _parse_focus(spec: str) -> tuple[str, list[int]]:
+    """"STYLE:CLASS,CLASS,..." (train-id names of cityscapes19, e.g. "night:bus,wall") -> (style, class ids)."""
+    from ..data.classsets import load
+    from ..errors import InputError
+
+    style, _, names = spec.partition(":")
+    classes = load("cityscapes19").names
+    if style not in CAPTIONS or not names or any(n not in classes for n in names.split(",")):
+        raise InputError(f"--focus {spec!r}: expected STYLE:CLASS[,CLASS...] with STYLE one of {', '.join(CAPTIONS)} "
+                         f"and classes among {', '.join(classes)}")
+    return style, [classes.index(n) for n in names.split(",")]
+
+
+def _focus_scenes(labels: np.ndarray, captions: list[str], spec: str, min_pixels: int = 16) -> np.ndarray:
+    """Corpus indices of the images of ``spec``'s style holding >= min_pixels of any of its classes."""
+    style, ids = _parse_focus(spec)
+    in_style = np.array([c.startswith(CAPTIONS[style]) for c in captions])
+    holds = np.stack([(labels == i).sum(axis=(1, 2)) >= min_pixels for i in ids]).any(0)
+    return np.nonzero(in_style & holds)[0]
 
 
 def _rare_class_table(labels: np.ndarray, temperature: float, min_pixels: int = 16):
@@ -226,7 +248,7 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
 def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | None = None, batch_size: int = 16,
               corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print,
               offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0, rare_class: float | None = None,
-              unet_from=None) -> dict:
+              unet_from=None, focus: str | None = None) -> dict:
     """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress.
 
     ``init_from``: a folder with exported ``sd/`` and ``controlnet/`` to start stage 2 from, when
@@ -236,12 +258,17 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
     before the UNet stage continues. ``rare_class``: from now on draw half of each batch by rare-class
     sampling at this temperature (``state["rare_class"]`` lists ``[from_step, T]``; None keeps the last).
     ``unet_from``: exported folders whose UNet, ControlNet and text model (not VAE) start stage 2 when it
-    has taken no step yet; their latent space is mapped onto this VAE's (``_start_from``)."""
+    has taken no step yet; their latent space is mapped onto this VAE's (``_start_from``). ``focus``
+    ("night:bus,wall"): from now on draw a quarter of each batch from the corpus images of that style
+    holding those classes, for classes a model loses in one style (``state["focus"]`` lists
+    ``[from_step, spec]``; "" stops it, None keeps the last)."""
     from transformers.utils import logging as hf_logging
 
     from ..data.classsets import load
     from .tiny import make_tiny
 
+    if focus:
+        _parse_focus(focus)                                     # a bad spec fails before the corpus is built
     hf_logging.disable_progress_bar()
     torch.set_flush_denormal(True)         # softmax and SiLU tails otherwise hit slow denormal arithmetic (-15 % step time)
     out = Path(out)
@@ -352,6 +379,10 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             state["rare_class"].append([state["step"], rare_class])
         temperature = state["rare_class"][-1][1] if state["rare_class"] else 0
         rcs = _rare_class_table(labels, temperature) if temperature else None
+        state.setdefault("focus", [])
+        if focus is not None and (state["focus"][-1][1] if state["focus"] else "") != focus:
+            state["focus"].append([state["step"], focus])
+        focused = _focus_scenes(labels, captions, state["focus"][-1][1]) if state["focus"] and state["focus"][-1][1] else None
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
@@ -385,6 +416,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
                 for i in range(batch_size // 2):
                     scenes = rcs[1][rng.choice(len(rcs[0]), p=rcs[0])]
                     idx[i] = scenes[rng.integers(len(scenes))]
+            if focused is not None:     # the next quarter: images of one style holding the classes it loses
+                idx[batch_size // 2:batch_size // 2 + batch_size // 4] = rng.choice(focused, batch_size // 4)
             idx = torch.from_numpy(idx)
             z0, ctrl = z_all[idx], c_all[idx]
             ids = cap_ids[idx].clone()
