@@ -157,6 +157,13 @@ def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
     (tmp_path / "model.stamp").write_text(stamp.replace(stamp.split()[0], "other-weights"))
     check.forget_stale_results(tmp_path)
     assert left() == ["seg/last.pt"]
+    make()
+    other = tmp_path.parent / "other-model"                      # --model: a training run's stack
+    for sub in ("sd", "controlnet"):
+        (other / sub).mkdir(parents=True, exist_ok=True)
+        (other / sub / "w.safetensors").write_text(sub)
+    check.forget_stale_results(tmp_path, other)
+    assert left() == ["seg/last.pt"]
 
 
 def test_toy_check_bootstrap_interval_by_hand():
@@ -210,7 +217,8 @@ def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path
     run = tmp_path / "run"
     for name in ("sd/vae", "controlnet"):
         (run / name).mkdir(parents=True)
-    torch.save({"stage": "unet", "step": 12, "vae": {}, "unet": {}, "cn": {}, "unet_from": str(run / "v6")}, run / "state.pt")
+    torch.save({"stage": "unet", "step": 12, "vae": {}, "unet": {}, "cn": {}, "unet_from": str(run / "v6"),
+                "focus": [[10, "night:bus,wall"], [12, ""]]}, run / "state.pt")     # the second never took effect
     card = tmp_path / "old_card.md"
     card.write_text("# old\n\n## History and what limits it\n- v7: trained in two sittings.\n\n## Quality\nold figures\n")
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])      # export.sh's python
@@ -221,3 +229,5 @@ def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path
     assert "## History and what limits it\n- v7: trained in two sittings.\n\n## Quality\nRun `make toy-check`" in text
     assert "text model of v6 (commit abc1234), their input and output convolutions" in text and str(run) not in text
     assert (tmp_path / "model/STEPS").read_text() == "12\n" and not (tmp_path / "model.tmp").exists()
+    assert "; from step 10, a quarter of each batch drawn from night images holding bus or wall, EMA" in text
+    assert json.loads((tmp_path / "model/TRAINING.json").read_text())["focus"] == [[10, "night:bus,wall"]]

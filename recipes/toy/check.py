@@ -12,7 +12,8 @@ on a held-out toy city (seed 2000: neither the model's corpus nor the demo's sce
 
 The segmenter, the translations and the evaluations are plain zodi commands (printed as they run);
 the VAE and the classifier are checked here. Usage: python recipes/toy/check.py [OUT] [--iters N] [--style-iters N]
-[--seed S] (another city, to tune settings on without touching the check's)
+[--seed S] (another city, to tune settings on without touching the check's) [--model DIR] (another exported
+stack than recipes/toy/model, e.g. a training run's OUT)
 Writes OUT/toy_check.json and prints the figures; exits 1 when a gate is missed.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 STYLES = ("clear", "fog", "night", "rain", "snow")
 TARGETS = ("fog", "night")
 SIZE = (64, 128)
-MODEL = Path("recipes/toy/model")
+MODEL = Path("recipes/toy/model")     # --model: another exported stack (e.g. train-toy's OUT) in its place
 
 
 def zodi(*args, wait: bool = True):
@@ -48,7 +49,7 @@ def finish(proc) -> str:
     return out
 
 
-def forget_stale_results(out: Path) -> None:
+def forget_stale_results(out: Path, model: Path = MODEL) -> None:
     """Translations and scores made with other weights or yamls, on another city, or with unknown
     ones (no stamp yet) are removed, not resumed: zodi would refuse them, since the model's hash
     and the dataset's fingerprint are among their inputs. The segmenter stays (it trains on the
@@ -56,7 +57,7 @@ def forget_stale_results(out: Path) -> None:
     from zodicli.store.fingerprint import tree_fingerprint
 
     city = out / "toy" / "toy.json"
-    stamp = " ".join([tree_fingerprint(MODEL), *(tree_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS),
+    stamp = " ".join([tree_fingerprint(model / "sd"), tree_fingerprint(model / "controlnet"), *(tree_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS),
                       city.read_text().strip() if city.is_file() else ""])
     mark = out / "model.stamp"
     if not mark.is_file() or mark.read_text() != stamp:
@@ -98,7 +99,7 @@ def bootstrap_ratio(real: np.ndarray, trans: np.ndarray, draws: int = 1000, seed
     return [round(float(v), 3) for v in np.percentile(ratios, [5, 95])]
 
 
-def vae_psnr(n: int) -> dict[str, float]:
+def vae_psnr(n: int, model: Path = MODEL) -> dict[str, float]:
     """Mean PSNR (dB) of encode -> decode (posterior mean) over ``n`` val images per style."""
     import torch
     from diffusers import AutoencoderKL
@@ -106,7 +107,7 @@ def vae_psnr(n: int) -> dict[str, float]:
     from zodicli.data.registry import open_dataset
     from zodicli.diffusion.layout import resize_image
 
-    vae = AutoencoderKL.from_pretrained(MODEL / "sd", subfolder="vae", local_files_only=True,
+    vae = AutoencoderKL.from_pretrained(model / "sd", subfolder="vae", local_files_only=True,
                                         low_cpu_mem_usage=False).float().eval()  # True needs accelerate (not a dependency) and warns
     out = {}
     for style in STYLES:
@@ -199,13 +200,14 @@ def main() -> int:
     # (the first 40 included), and a few dozen small objects decided a class like bus.
     ap.add_argument("--n-val", type=int, default=120, help="held-out val scenes per style")
     ap.add_argument("--seed", type=int, default=2000, help="the held-out city's seed (another one makes a tuning city)")
-    ap.add_argument("--card", action="store_true", help="write the figures into recipes/toy/model/MODEL_CARD.md")
+    ap.add_argument("--model", type=Path, default=MODEL, help="the exported stack to check (sd/, controlnet/)")
+    ap.add_argument("--card", action="store_true", help="write the figures into MODEL/MODEL_CARD.md")
     args = ap.parse_args()
     out = Path(args.out)
     # The segmenter trains in a second process beside the rest, one thread each (as in the demo).
     os.environ.update(ZODI_TOY_ROOT=str(out / "toy"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     zodi("datasets", "make-toy", "--out", out / "toy", "--n-train", args.n_train, "--n-val", args.n_val, "--seed", args.seed)
-    forget_stale_results(out)
+    forget_stale_results(out, args.model)
 
     # The segmenter must learn every class, rare ones too (trucks, buses, bicycles: 0.4-0.8 % of
     # pixels), for the per-class gate to measure the translations and not the segmenter: AdamW,
@@ -216,8 +218,9 @@ def main() -> int:
                "--ckpt-every", args.iters, "--num-workers", 0, "--out", out / "seg", wait=False)
     synth = {t: out / f"{t}-val.h5" for t in TARGETS}
     for t in TARGETS:
-        zodi("translate", "--config", f"recipes/toy/{t}.yaml", "--src", "toy:clear:val", "--out", synth[t])
-    psnr = vae_psnr(args.n_val)
+        zodi("translate", "--config", f"recipes/toy/{t}.yaml", "--model", args.model / "sd", "--controlnet", args.model / "controlnet",
+             "--src", "toy:clear:val", "--out", synth[t])
+    psnr = vae_psnr(args.n_val, args.model)
     style = style_shares(out, synth, args.style_iters)
     finish(seg)
 
@@ -244,7 +247,8 @@ def main() -> int:
         "style>=0.9": all(style["translations"][t][t] >= 0.9 for t in TARGETS),
     }
     report = {"vae_psnr_db": psnr, "layout_kept": layout, "style": style, "gates": gates,
-              "model_steps": (MODEL / "STEPS").read_text().strip(), "city_seed": args.seed}
+              "model": str(args.model),
+              "model_steps": (args.model / "STEPS").read_text().strip() if (args.model / "STEPS").is_file() else "?", "city_seed": args.seed}
     (out / "toy_check.json").write_text(json.dumps(report, indent=1) + "\n")
 
     lines = [f"Measured by `make toy-check` on a held-out toy city (seed {args.seed}, {args.n_val} val images per style), "
@@ -262,7 +266,7 @@ def main() -> int:
     lines.append("- gates: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in gates.items()))
     print("\n".join(lines))
     if args.card:
-        card = MODEL / "MODEL_CARD.md"
+        card = args.model / "MODEL_CARD.md"
         head = card.read_text().split("## Quality")[0]
         card.write_text(head + "## Quality\n" + "\n".join(lines) + "\n")
     return 0 if all(gates.values()) else 1
