@@ -203,7 +203,7 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
         assert r.returncode == 0, r.stderr
         assert f"stopped at UNet step 900 of {final}" in r.stderr
         assert (ckpt / "STEPS").read_text() == "900\n" and (ckpt / "sd/vae/config.json").is_file()
-        assert json.loads((ckpt / "TRAINING.json").read_text()) == {"offset_noise": [], "rare_class": [[0, 0.01]]}
+        assert json.loads((ckpt / "TRAINING.json").read_text()) == {"rare_class": [[0, 0.01]]}
     made = (tmp_path / "calls").read_text().splitlines()
     assert "--init-from" not in made[0] and f"--init-from {ckpt}" in made[1]
     assert f"--unet-from {tmp_path / 'run/v6'}" in made[0] and f"--steps {final} " in made[0]

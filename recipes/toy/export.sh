@@ -33,7 +33,8 @@ per_step = sorted((t1 - t0) / (s1 - s0) for (t0, s0), (t1, s1) in zip(unet_t, un
 per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else next(iter(re.findall(r"\(median (\S+ s) per step\)", old_card)), "?")
 loss = f"{s['loss']:.4f}" if "loss" in s else next(iter(re.findall(r"end: ([0-9.]+)", old_card)), "?")   # a decoder-only run has none
 for key in ("offset_noise", "rare_class", "focus"):   # entries from the last step on never took effect
-    s[key] = [e for e in s.get(key, []) if e[0] < s["step"]]
+    if key in s:
+        s[key] = [e for e in s[key] if e[0] < s["step"]]
 history = old_card.partition("## History")[2].partition("## Quality")[0]
 history = "## History" + history if history else ""
 (dst / "STEPS").write_text(f"{s['step']}\n")
