@@ -383,6 +383,10 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         if focus is not None and (state["focus"][-1][1] if state["focus"] else "") != focus:
             state["focus"].append([state["step"], focus])
         focused = _focus_scenes(labels, captions, state["focus"][-1][1]) if state["focus"] and state["focus"][-1][1] else None
+        if focused is not None and not len(focused):
+            from ..errors import InputError
+            raise InputError(f"--focus {state['focus'][-1][1]!r}: no corpus image of that style holds 16 px of those classes",
+                             'name classes the corpus has, or stop the focus with --focus ""')
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
