@@ -74,7 +74,7 @@ run's log spans {(stamps[-1] - stamps[0]) / 60 if stamps else float('nan'):.0f} 
   end: {loss}{' (min-SNR-5 weighted from step ' + str(s['min_snr_from']) + ')' if 'min_snr_from' in s else ''}. Text: the 2-layer CLIP of `zodi models make-tiny`, trained with the UNet
   {'from step ' + str(s['text_from']) if 'text_from' in s else ''} ({sum(v.numel() for v in s['text'].values()) if 'text' in s else 0} parameters; frozen before).
 - Weights: fp16 safetensors (the loaders cast to the --dtype asked for).
-- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128, strength 0.8; guidance
+- Use: `zodi translate --config recipes/toy/fog.yaml ...` (or night.yaml): 64x128; strength, guidance
   and control scale per domain, chosen on a tuning city (see the yamls and History).
 - Retrain: `recipes/toy/train.sh` (`make toy-model`); it resumes from RUN/state.pt. To continue from
   these weights on a fresh machine: `zodi models train-toy --out RUN --init-from recipes/toy/model`.
