@@ -136,10 +136,25 @@ def _parse_focus(spec: str) -> tuple[str, list[int]]:
 
 def _focus_scenes(labels: np.ndarray, captions: list[str], spec: str, min_pixels: int = 16) -> np.ndarray:
     """Corpus indices of the images of ``spec``'s style holding >= min_pixels of any of its classes."""
+    from ..errors import InputError
+
     style, ids = _parse_focus(spec)
     in_style = np.array([c.startswith(CAPTIONS[style]) for c in captions])
     holds = np.stack([(labels == i).sum(axis=(1, 2)) >= min_pixels for i in ids]).any(0)
-    return np.nonzero(in_style & holds)[0]
+    found = np.nonzero(in_style & holds)[0]
+    if not len(found):
+        raise InputError(f"--focus {spec!r}: no corpus image of that style holds {min_pixels} px of those classes",
+                         'name classes the corpus has, or stop the focus with --focus ""')
+    return found
+
+
+def _from_now_on(state: dict, key: str, value, none=None):
+    """``state[key]`` lists ``[from_step, value]`` changes of a setting; record ``value`` when it differs from
+    the current one (None keeps it) and return the current one (``none`` when never set)."""
+    changes = state.setdefault(key, [])
+    if value is not None and (changes[-1][1] if changes else none) != value:
+        changes.append([state["step"], value])
+    return changes[-1][1] if changes else none
 
 
 def _rare_class_table(labels: np.ndarray, temperature: float, min_pixels: int = 16):
@@ -371,22 +386,11 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         state.setdefault("text_from", state.get("opt_from", state["step"]))   # (and before the text model trained)
         if "offset_noise_from" in state:                        # (states that knew only the default std)
             state["offset_noise"] = [[state.pop("offset_noise_from"), OFFSET_NOISE]]
-        state.setdefault("offset_noise", [])
-        if not state["offset_noise"] or state["offset_noise"][-1][1] != offset_noise:
-            state["offset_noise"].append([state["step"], offset_noise])
-        state.setdefault("rare_class", [])
-        if rare_class is not None and (not state["rare_class"] or state["rare_class"][-1][1] != rare_class):
-            state["rare_class"].append([state["step"], rare_class])
-        temperature = state["rare_class"][-1][1] if state["rare_class"] else 0
+        _from_now_on(state, "offset_noise", offset_noise)
+        temperature = _from_now_on(state, "rare_class", rare_class, none=0)
         rcs = _rare_class_table(labels, temperature) if temperature else None
-        state.setdefault("focus", [])
-        if focus is not None and (state["focus"][-1][1] if state["focus"] else "") != focus:
-            state["focus"].append([state["step"], focus])
-        focused = _focus_scenes(labels, captions, state["focus"][-1][1]) if state["focus"] and state["focus"][-1][1] else None
-        if focused is not None and not len(focused):
-            from ..errors import InputError
-            raise InputError(f"--focus {state['focus'][-1][1]!r}: no corpus image of that style holds 16 px of those classes",
-                             'name classes the corpus has, or stop the focus with --focus ""')
+        spec = _from_now_on(state, "focus", focus, none="")
+        focused = _focus_scenes(labels, captions, spec) if spec else None
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
