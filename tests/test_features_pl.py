@@ -221,11 +221,11 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     code, out, err = cli(*args, "--steps", "3", "--focus", "dusk:bus")
     assert code == 1 and err.strip().splitlines()[-1].startswith("zodi: error: --focus 'dusk:bus': expected STYLE:CLASS"), err
     code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2", "--rare-class", "0.01",
-                         "--focus", "night:car,road")
+                         "--focus", "night:car,road", "--class-weight", "0.5")
     assert code == 0 and "stage unet, step 3" in out, err                # continued, did not restart
     after = torch.load(tmp_path / "tt/state.pt", weights_only=False)
     assert after["offset_noise"] == [[0, 0.1], [2, 0.3]] and after["rare_class"] == [[2, 0.01]]
-    assert after["focus"] == [[2, "night:car,road"]]
+    assert after["focus"] == [[2, "night:car,road"]] and after["class_weight"] == [[2, 0.5]]
     assert after["decoder_step"] == 2 and after["decoder_on_mean_from"] == 0
     moved = {k for k, v in after["vae"].items() if not torch.equal(v, state["vae"][k])}   # the decoder alone moved
     assert moved and all(k.startswith(("decoder.", "post_quant_conv.")) for k in moved)
@@ -266,6 +266,18 @@ def test_rare_class_table_by_hand():
     assert [m.tolist() for m in members] == [[0, 1, 2], [1], [2]]
     p, members = _rare_class_table(labels, temperature=0.1, min_pixels=3)   # class 2 is too small to sample
     assert len(p) == 2 and [m.tolist() for m in members] == [[0, 1, 2], [1]]
+
+
+def test_class_weights_by_hand():
+    from zodicli.diffusion.toy_train import _class_weights
+
+    labels = np.zeros((1, 2, 4), np.uint8)          # 5 px of class 0, 2 px of class 1, 1 ignored
+    labels[0, 1, 2:] = 1
+    labels[0, 0, 0] = 255
+    # power 1: class 1 weighs 5 / 2 = 2.5, class 0 and ignore 1; then the mean over each 2x2 block
+    np.testing.assert_allclose(_class_weights(labels, 1.0).numpy(), [[[[1.0, (1 + 1 + 2.5 + 2.5) / 4]]]])
+    np.testing.assert_allclose(_class_weights(labels, 0.5).numpy(), [[[[1.0, (2 + 2 * 2.5 ** 0.5) / 4]]]], rtol=1e-6)
+    np.testing.assert_allclose(_class_weights(labels, 3.0).numpy(), [[[[1.0, (2 + 2 * 10) / 4]]]])   # 15.6, capped at 10
 
 
 def test_focus_scenes_by_hand():

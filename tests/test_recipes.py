@@ -114,6 +114,8 @@ def test_toy_check_reports_its_figures_and_gates(tmp_path):
                 assert abs(lay["class_ratio"][c] * real - trans) <= 0.1 + 0.05 * lay["class_ratio"][c], c
         lo, hi = lay["ratio_90_interval"]
         assert lo <= lay["ratio"] <= hi
+        assert set(lay["class_ratio_90_interval"]) <= set(lay["class_ratio"])
+        assert all(0 <= a <= b for a, b in lay["class_ratio_90_interval"].values())
         shares = rep["style"]["translations"][t]
         assert math.isclose(sum(shares.values()), 1.0, abs_tol=0.01)
     assert "gates:" in out and ("MISS" in out) == (not all(rep["gates"].values()))
@@ -171,10 +173,13 @@ def test_toy_check_bootstrap_interval_by_hand():
     perfect = np.array([[10, 0, 0], [0, 10, 0]])          # two classes, mIoU 100
     half = np.array([[10, 0, 0], [10, 0, 0]])             # class 1 read as 0: IoU 0.5 and 0, mIoU 25
     real = np.stack([perfect] * 6)
-    assert check.bootstrap_ratio(real, real) == [1.0, 1.0]
-    lo, hi = check.bootstrap_ratio(real, np.stack([perfect] * 3 + [half] * 3))
+    assert check.bootstrap_ratio(real, real, ["a", "b"]) == {"miou": [1.0, 1.0], "class": {"a": [1.0, 1.0], "b": [1.0, 1.0]}}
+    boot = check.bootstrap_ratio(real, np.stack([perfect] * 3 + [half] * 3), ["a", "b"])
     # the whole set: IoU 60/90 and 30/60, ratio 0.583; redraws range from 0.25 (all half) to 1
-    assert 0.25 < lo < 0.583 < hi < 1.0
+    assert 0.25 < boot["miou"][0] < 0.583 < boot["miou"][1] < 1.0
+    # class b alone: 0 (all half) to 1 (all perfect), 0.5 on the whole set; class a from 0.5 to 1
+    assert 0 <= boot["class"]["b"][0] < 0.5 < boot["class"]["b"][1] <= 1
+    assert 0.5 <= boot["class"]["a"][0] < 2 / 3 < boot["class"]["a"][1] <= 1
 
 
 def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(tmp_path):

@@ -60,8 +60,10 @@ def make_tiny(out, seed, prediction_type):
 @click.option("--focus", default=None, metavar="STYLE:CLASS[,CLASS]",
               help='From now on, draw a quarter of each UNet batch from corpus images of STYLE holding CLASSES '
                    '(e.g. "night:bus,wall"; "" stops it).')
+@click.option("--class-weight", default=None, type=click.FloatRange(min=0),
+              help="From now on, weigh each pixel's noise loss by its class's rarity to this power (e.g. 0.5; 0 stops it).")
 @click.option("--log", "log_file", default=None, type=click.Path(dir_okay=False), help="Also append the losses to this file.")
-def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, unet_from, offset_noise, decoder_steps, rare_class, focus, log_file):
+def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt_every, seed, init_from, unet_from, offset_noise, decoder_steps, rare_class, focus, class_weight, log_file):
     """Train a toy SD + ControlNet-seg stack on a toy-city corpus of its own (CPU; resumable)."""
     import time
 
@@ -77,5 +79,5 @@ def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt
             with open(log_file, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
-    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps, rare_class, unet_from, focus)
+    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps, rare_class, unet_from, focus, class_weight)
     click.echo(f"{res['out']}: stage {res['stage']}, step {res['step']}; --model {out}/sd --controlnet {out}/controlnet")

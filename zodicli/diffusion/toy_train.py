@@ -41,7 +41,7 @@ CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night":
 SIZE = (64, 128)          # training images (H, W): the toy city at half resolution
 OFFSET_NOISE = 0.1        # default std of the per-channel constant added to ε in stage 2 (diffusers' --noise_offset)
 HISTORY = ("min_snr_from", "text_from", "offset_noise", "decoder_step", "decoder_on_mean_from", "rare_class", "unet_from",
-           "focus")   # the recipe's history, TRAINING.json on export
+           "focus", "class_weight")   # the recipe's history, TRAINING.json on export
 
 
 def _corpus(root: Path, n: int, seed: int):
@@ -167,6 +167,17 @@ def _rare_class_table(labels: np.ndarray, temperature: float, min_pixels: int = 
     return p / p.sum(), [np.nonzero(counts[:, c] >= min_pixels)[0] for c in classes]
 
 
+def _class_weights(labels: np.ndarray, power: float, cap: float = 10.0) -> torch.Tensor:
+    """Per-latent-pixel weights of the noise loss, (N, 1, H/2, W/2): a pixel of class c weighs
+    (f_max / f_c) ** power (f_c its pixel share in the corpus; the commonest class weighs 1; at most
+    ``cap``; ignore pixels 1), averaged over the 2x2 pixels under each latent pixel."""
+    counts = np.bincount(labels.ravel(), minlength=256)[:255].astype(np.float64)
+    table = np.ones(256, np.float32)
+    seen = counts > 0
+    table[:255][seen] = np.minimum(cap, (counts.max() / counts[seen]) ** power)
+    return F.avg_pool2d(torch.from_numpy(table[labels.astype(np.int64)])[:, None], 2)
+
+
 @torch.no_grad()
 def _latent_means(vae, x_all: torch.Tensor) -> torch.Tensor:
     """Posterior means of the (frozen) encoder, (N, C, H/2, W/2), in chunks of 64 images."""
@@ -263,7 +274,7 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
 def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | None = None, batch_size: int = 16,
               corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print,
               offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0, rare_class: float | None = None,
-              unet_from=None, focus: str | None = None) -> dict:
+              unet_from=None, focus: str | None = None, class_weight: float | None = None) -> dict:
     """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress.
 
     ``init_from``: a folder with exported ``sd/`` and ``controlnet/`` to start stage 2 from, when
@@ -276,7 +287,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
     has taken no step yet; their latent space is mapped onto this VAE's (``_start_from``). ``focus``
     ("night:bus,wall"): from now on draw a quarter of each batch from the corpus images of that style
     holding those classes, for classes a model loses in one style (``state["focus"]`` lists
-    ``[from_step, spec]``; "" stops it, None keeps the last)."""
+    ``[from_step, spec]``; "" stops it, None keeps the last). ``class_weight``: from now on weigh each latent
+    pixel's noise loss by its class's rarity to this power (``_class_weights``; 0 stops it, None keeps the last)."""
     from transformers.utils import logging as hf_logging
 
     from ..data.classsets import load
@@ -391,6 +403,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         rcs = _rare_class_table(labels, temperature) if temperature else None
         spec = _from_now_on(state, "focus", focus, none="")
         focused = _focus_scenes(labels, captions, spec) if spec else None
+        power = _from_now_on(state, "class_weight", class_weight, none=0)
+        w_all = _class_weights(labels, power) if power else None
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
@@ -443,7 +457,11 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             # Min-SNR-5 weighting (Hang et al. 2023): plain ε-MSE gives the high-noise steps, where
             # only the caption can tell night from clear, ~1 % of the weight of the low-noise ones.
             snr = alphas[t] / (1 - alphas[t])
-            loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(snr.clamp(max=5.0) / snr).mean()
+            err = (pred - noise) ** 2
+            if w_all is not None:   # rare classes' pixels weigh more, each image's weights averaging 1 (its loss scale stays)
+                w = w_all[idx]
+                err = err * (w / w.mean(dim=(2, 3), keepdim=True))
+            loss = err.mean(dim=(1, 2, 3)).mul(snr.clamp(max=5.0) / snr).mean()
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
