@@ -223,7 +223,8 @@ def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path
     for name in ("sd/vae", "controlnet"):
         (run / name).mkdir(parents=True)
     torch.save({"stage": "unet", "step": 12, "vae": {}, "unet": {}, "cn": {}, "unet_from": str(run / "v6"),
-                "focus": [[10, "night:bus,wall"], [12, ""]]}, run / "state.pt")     # the second never took effect
+                "focus": [[10, "night:bus,wall"], [12, ""]],                       # the second never took effect
+                "class_weight": [[11, 0.5]]}, run / "state.pt")
     card = tmp_path / "old_card.md"
     card.write_text("# old\n\n## History and what limits it\n- v7: trained in two sittings.\n\n## Quality\nold figures\n")
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])      # export.sh's python
@@ -234,5 +235,7 @@ def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path
     assert "## History and what limits it\n- v7: trained in two sittings.\n\n## Quality\nRun `make toy-check`" in text
     assert "text model of v6 (commit abc1234), their input and output convolutions" in text and str(run) not in text
     assert (tmp_path / "model/STEPS").read_text() == "12\n" and not (tmp_path / "model.tmp").exists()
-    assert "; from step 10, a quarter of each batch drawn from night images holding bus or wall, EMA" in text
-    assert json.loads((tmp_path / "model/TRAINING.json").read_text())["focus"] == [[10, "night:bus,wall"]]
+    assert ("; from step 10, a quarter of each batch drawn from night images holding bus or wall; from step 11, each pixel's"
+            " noise loss weighted by its class's rarity to the power 0.5, EMA") in text
+    training = json.loads((tmp_path / "model/TRAINING.json").read_text())
+    assert training["focus"] == [[10, "night:bus,wall"]] and training["class_weight"] == [[11, 0.5]]

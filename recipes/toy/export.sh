@@ -32,7 +32,7 @@ unet_t = [(when(l), int(l.split(" unet step ")[1].split("/")[0])) for l in log i
 per_step = sorted((t1 - t0) / (s1 - s0) for (t0, s0), (t1, s1) in zip(unet_t, unet_t[1:]) if s1 > s0)
 per_step = f"{per_step[len(per_step) // 2]:.1f} s" if per_step else next(iter(re.findall(r"\(median (\S+ s) per step\)", old_card)), "?")
 loss = f"{s['loss']:.4f}" if "loss" in s else next(iter(re.findall(r"end: ([0-9.]+)", old_card)), "?")   # a decoder-only run has none
-for key in ("offset_noise", "rare_class", "focus"):   # entries from the last step on never took effect
+for key in ("offset_noise", "rare_class", "focus", "class_weight"):   # entries from the last step on never took effect
     if key in s:
         s[key] = [e for e in s[key] if e[0] < s["step"]]
 history = old_card.partition("## History")[2].partition("## Quality")[0]
@@ -52,6 +52,8 @@ rare = f"; half of each batch drawn by rare-class sampling {rare}" if rare else 
 for step, spec in s.get("focus", []):   # a quarter of each batch: images of one style holding given classes
     style, _, names = spec.partition(":")
     rare += f"; from step {step}, a quarter of each batch drawn from {style} images holding {names.replace(',', ' or ')}" if spec else f"; from step {step}, no focus"
+for step, power in s.get("class_weight", []):   # each latent pixel's noise loss weighted by its class's rarity
+    rare += f"; from step {step}, each pixel's noise loss weighted by its class's rarity to the power {power}" if power else f"; from step {step}, unweighted"
 start = (f"started from the UNet, ControlNet and text model of {os.environ.get('UNET_FROM') or s['unet_from']}, their input and output convolutions"
          " turned onto this VAE's latents by an orthogonal map, then ") if s.get("unet_from") else ""
 (dst / "MODEL_CARD.md").write_text(f"""# Toy diffusion stack (zodi models train-toy)
