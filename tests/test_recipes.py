@@ -168,6 +168,15 @@ def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
     assert left() == ["seg/last.pt"]
 
 
+def test_toy_check_yaml_fingerprint_ignores_comments(tmp_path):
+    check = _load_toy_check()
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text("domain: night\nstrength: 1.0\n")
+    b.write_text("# chosen on the tuning city\nstrength: 1.0   # was 0.8\ndomain: night\n")
+    c.write_text("domain: night\nstrength: 0.9\n")
+    assert check.yaml_fingerprint(a) == check.yaml_fingerprint(b) != check.yaml_fingerprint(c)
+
+
 def test_toy_check_bootstrap_interval_by_hand():
     check = _load_toy_check()
     perfect = np.array([[10, 0, 0], [0, 10, 0]])          # two classes, mIoU 100

@@ -49,6 +49,17 @@ def finish(proc) -> str:
     return out
 
 
+def yaml_fingerprint(path) -> str:
+    """A settings file's values, hashed: editing its comments leaves the results made with it current."""
+    import hashlib
+
+    import yaml
+
+    from zodicli.settings import canonical_json
+
+    return hashlib.sha256(canonical_json(yaml.safe_load(Path(path).read_text())).encode()).hexdigest()[:16]
+
+
 def forget_stale_results(out: Path, model: Path = MODEL) -> None:
     """Translations and scores made with other weights or yamls, on another city, or with unknown
     ones (no stamp yet) are removed, not resumed: zodi would refuse them, since the model's hash
@@ -57,7 +68,7 @@ def forget_stale_results(out: Path, model: Path = MODEL) -> None:
     from zodicli.store.fingerprint import tree_fingerprint
 
     city = out / "toy" / "toy.json"
-    stamp = " ".join([tree_fingerprint(model / "sd"), tree_fingerprint(model / "controlnet"), *(tree_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS),
+    stamp = " ".join([tree_fingerprint(model / "sd"), tree_fingerprint(model / "controlnet"), *(yaml_fingerprint(f"recipes/toy/{t}.yaml") for t in TARGETS),
                       city.read_text().strip() if city.is_file() else ""])
     mark = out / "model.stamp"
     if not mark.is_file() or mark.read_text() != stamp:
