@@ -204,8 +204,9 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
     path = os.pathsep.join([str(fake.parent), str(Path(sys.executable).parent), os.environ["PATH"]])   # export.sh's python
     env = {**os.environ, "PATH": path, "CALLS": str(tmp_path / "calls")}
     ckpt = tmp_path / "ckpt"
-    final = int(re.search(r"^FINAL=(\d+)$", (ROOT / "recipes/toy/train.sh").read_text(), re.M).group(1))
-    assert final > 900
+    final, v7 = (int(re.search(rf"^{name}=(\d+)$", (ROOT / "recipes/toy/train.sh").read_text(), re.M).group(1))
+                 for name in ("FINAL", "V7"))
+    assert final > v7 > 900                         # the sitting stops in the first stage: no second call
     for run in ("run", "fresh"):                    # a sitting, then another on a machine without its RUN
         for name in ("v6", "sd/vae", "controlnet"):     # (v6 given: no `git archive` in a shallow clone)
             (tmp_path / run / name).mkdir(parents=True)
@@ -220,9 +221,37 @@ def test_toy_train_sitting_that_stops_midway_leaves_a_checkpoint_and_the_model(t
         assert json.loads((ckpt / "TRAINING.json").read_text()) == {"rare_class": [[0, 0.01]]}
     made = (tmp_path / "calls").read_text().splitlines()
     assert "--init-from" not in made[0] and f"--init-from {ckpt}" in made[1]
-    assert f"--unet-from {tmp_path / 'run/v6'}" in made[0] and f"--steps {final} " in made[0]
+    assert len(made) == 2 and f"--unet-from {tmp_path / 'run/v6'}" in made[0] and f"--steps {v7} " in made[0]
     assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
     assert not (ROOT / "recipes/toy/model.tmp").exists()
+
+
+def test_toy_train_continues_into_the_second_stage_with_its_own_loss(tmp_path):
+    """train.sh: once the first call reaches V7, a second call goes on to FINAL with the class-weighted loss
+    and the night focus (a stand-in zodi reports V7, then a step short of FINAL: a checkpoint, no model)."""
+    text = (ROOT / "recipes/toy/train.sh").read_text()
+    final, v7 = (int(re.search(rf"^{name}=(\d+)$", text, re.M).group(1)) for name in ("FINAL", "V7"))
+    fake = tmp_path / "bin/zodi"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$*" >> "$CALLS"\n'
+                    f'step={v7}; grep -q -- --class-weight "$CALLS" && step={final - 100}\n'
+                    'python -c "import sys, torch; torch.save({\'stage\': \'unet\', \'step\': int(sys.argv[2]), \'vae\': {}, '
+                    '\'unet\': {}, \'cn\': {}}, sys.argv[1])" "$4/state.pt" $step\n'
+                    'echo "run: stage unet, step $step; --model run/sd --controlnet run/controlnet"\n')
+    fake.chmod(0o755)
+    model = sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*"))
+    path = os.pathsep.join([str(fake.parent), str(Path(sys.executable).parent), os.environ["PATH"]])
+    for name in ("v6", "sd/vae", "controlnet"):
+        (tmp_path / "run" / name).mkdir(parents=True)
+    r = subprocess.run(["bash", "recipes/toy/train.sh", tmp_path / "run", "30", tmp_path / "ckpt"], cwd=ROOT,
+                       env={**os.environ, "PATH": path, "CALLS": str(tmp_path / "calls")}, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    first, second = (tmp_path / "calls").read_text().splitlines()
+    assert f"--steps {v7} " in first and "--class-weight" not in first and "--focus" not in first
+    assert f"--steps {final} " in second and "--class-weight 0.5" in second and "--focus night:bus,traffic light,fence" in second
+    assert f"stopped at UNet step {final - 100} of {final}" in r.stderr
+    assert (tmp_path / "ckpt/STEPS").read_text() == f"{final - 100}\n"
+    assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
 
 
 def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path):
