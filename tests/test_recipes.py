@@ -251,6 +251,14 @@ def test_toy_train_continues_into_the_second_stage_with_its_own_loss(tmp_path):
     assert f"--steps {final} " in second and "--class-weight 0.5" in second and "--focus night:bus,traffic light,fence" in second
     assert f"stopped at UNet step {final - 100} of {final}" in r.stderr
     assert (tmp_path / "ckpt/STEPS").read_text() == f"{final - 100}\n"
+    # A fresh machine, with that checkpoint past V7: both calls start from it.
+    for name in ("v6", "sd/vae", "controlnet"):
+        (tmp_path / "fresh" / name).mkdir(parents=True)
+    r = subprocess.run(["bash", "recipes/toy/train.sh", tmp_path / "fresh", "30", tmp_path / "ckpt"], cwd=ROOT,
+                       env={**os.environ, "PATH": path, "CALLS": str(tmp_path / "calls")}, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    again = (tmp_path / "calls").read_text().splitlines()[2:]
+    assert len(again) == 2 and all(f"--init-from {tmp_path / 'ckpt'}" in call for call in again)
     assert sorted((p.relative_to(ROOT), p.stat().st_mtime_ns) for p in (ROOT / "recipes/toy/model").rglob("*")) == model
 
 

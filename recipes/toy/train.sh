@@ -34,7 +34,8 @@ echo "$log"
 step=$(unet_step "$log")
 left=$(( MINUTES - (SECONDS - START) / 60 ))
 if [ "${step:-0}" -ge $V7 ] && [ "$left" -gt 0 ]; then
-  log=$(zodi models train-toy --out "$RUN" --steps $FINAL --offset-noise 0.3 --class-weight 0.5 \
+  # (--init-from again: a checkpoint past V7 leaves the first call nothing to do and RUN without a state)
+  log=$(zodi models train-toy --out "$RUN" "${from[@]}" --steps $FINAL --offset-noise 0.3 --class-weight 0.5 \
     --focus "night:bus,traffic light,fence" --minutes "$left" --log "$RUN/train.log")
   echo "$log"
   step=$(unet_step "$log")
