@@ -34,6 +34,13 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(canonical_json(identity(settings)).encode()).hexdigest()[:16]
 
 
+def yaml_fingerprint(path: str | Path) -> str:
+    """A YAML settings file's values, hashed (16 hex digits): its comments and layout do not count."""
+    import yaml
+
+    return hashlib.sha256(canonical_json(yaml.safe_load(Path(path).read_text())).encode()).hexdigest()[:16]
+
+
 def diff_settings(old: dict, new: dict) -> list[str]:
     """Human-readable differences of the identity parts, e.g. ``strength: 0.6 -> 0.7``."""
     a, b = identity(old), identity(new)

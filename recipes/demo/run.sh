@@ -21,9 +21,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) > 3 ? $(nproc) / 2 : 1 ))
 
 # The translations, and all trained on them, depend on the toy model's weights and recipes/toy/*.yaml's
 # values (not their comments), which `step` cannot see: when those change, redo them (the toy city is kept).
-yaml_values() { python -c 'import sys, yaml; from zodicli.settings import canonical_json
-print(*(canonical_json(yaml.safe_load(open(f))) for f in sys.argv[1:]), sep="\n")' "$@"; }
-stamp=$( { yaml_values recipes/toy/*.yaml; cat $(find recipes/toy/model \( -name '*.safetensors' -o -name '*.json' \) -not -name TRAINING.json | sort); } | md5sum)
+stamp=$( { python -c 'import sys; from zodicli.settings import yaml_fingerprint
+print(*map(yaml_fingerprint, sys.argv[1:]))' recipes/toy/*.yaml; cat $(find recipes/toy/model \( -name '*.safetensors' -o -name '*.json' \) -not -name TRAINING.json | sort); } | md5sum)
 if [ -f "$OUT/model.stamp" ] && [ "$(cat "$OUT/model.stamp")" != "$stamp" ]; then
   echo "demo: the toy model or recipes/toy/*.yaml changed since $OUT was made: redoing translations and segmenters" >&2
   rm -rf "$OUT/synth" "$OUT"/seed*

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zodicli.settings import yaml_fingerprint   # the toy yamls' values key the cached results
+
 STYLES = ("clear", "fog", "night", "rain", "snow")
 TARGETS = ("fog", "night")
 SIZE = (64, 128)
@@ -47,17 +49,6 @@ def finish(proc) -> str:
     if proc.returncode:
         raise SystemExit(f"toy-check: {' '.join(proc.args)} failed ({proc.returncode})")
     return out
-
-
-def yaml_fingerprint(path) -> str:
-    """A settings file's values, hashed: editing its comments leaves the results made with it current."""
-    import hashlib
-
-    import yaml
-
-    from zodicli.settings import canonical_json
-
-    return hashlib.sha256(canonical_json(yaml.safe_load(Path(path).read_text())).encode()).hexdigest()[:16]
 
 
 def forget_stale_results(out: Path, model: Path = MODEL) -> None:

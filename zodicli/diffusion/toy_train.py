@@ -405,6 +405,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         focused = _focus_scenes(labels, captions, spec) if spec else None
         power = _from_now_on(state, "class_weight", class_weight, none=0)
         w_all = _class_weights(labels, power) if power else None
+        if w_all is not None:   # each image's weights averaging 1, so its loss keeps its scale
+            w_all = w_all / w_all.mean(dim=(2, 3), keepdim=True)
         vae.eval().requires_grad_(False)
         named = [(f"{name}.{k}", p) for name, m in trained.items() for k, p in m.named_parameters()]
         params = [p for _, p in named]
@@ -458,9 +460,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             # only the caption can tell night from clear, ~1 % of the weight of the low-noise ones.
             snr = alphas[t] / (1 - alphas[t])
             err = (pred - noise) ** 2
-            if w_all is not None:   # rare classes' pixels weigh more, each image's weights averaging 1 (its loss scale stays)
-                w = w_all[idx]
-                err = err * (w / w.mean(dim=(2, 3), keepdim=True))
+            if w_all is not None:   # rare classes' pixels weigh more
+                err = err * w_all[idx]
             loss = err.mean(dim=(1, 2, 3)).mul(snr.clamp(max=5.0) / snr).mean()
             opt.zero_grad()
             loss.backward()
