@@ -252,6 +252,24 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     assert (new["unet"]["conv_in.weight"] - first["conv_in.weight"]).abs().max() > 1e-3
 
 
+def test_train_toy_stopped_and_resumed_ends_with_the_same_weights(cli, tmp_path, toy_env):
+    base = ["models", "train-toy", "--vae-steps", "2", "--batch-size", "4", "--corpus-per-style", "2", "--ckpt-every", "1",
+            "--rare-class", "0.01", "--focus", "night:car", "--class-weight", "0.5"]
+    whole = [*base, "--out", tmp_path / "whole"]
+    parts = [*base, "--out", tmp_path / "parts"]
+    assert cli(*whole, "--decoder-steps", "2", "--steps", "3")[0] == 0
+    for steps, decoder in (("0", "1"), ("2", "2"), ("3", "2")):     # stops inside the decoder stage and the UNet stage
+        code, out, err = cli(*parts, "--decoder-steps", decoder, "--steps", steps)
+        assert code == 0, err
+    a = torch.load(tmp_path / "whole/state.pt", weights_only=False)
+    b = torch.load(tmp_path / "parts/state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 3 and a["decoder_step"] == b["decoder_step"] == 2
+    for part in ("vae", "unet", "cn", "text", "ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert a["loss"] == b["loss"]
+
+
 def test_rare_class_table_by_hand():
     from zodicli.diffusion.toy_train import _rare_class_table
 

@@ -20,8 +20,10 @@ pretrained needs protecting, and the layout then steers the UNet from the first 
 weights are an exponential moving average. The corpus is a toy city made with its own seed, so no
 scene of the demo's train or val splits is ever seen.
 
-Resumable: ``OUT/state.pt`` holds the stage, step, optimiser and RNG states; the diffusers folders
-``OUT/sd`` and ``OUT/controlnet`` are replaced atomically at every checkpoint. ``init_from`` starts
+Resumable: ``OUT/state.pt`` holds the stage, step and optimiser states; the diffusers folders
+``OUT/sd`` and ``OUT/controlnet`` are replaced atomically at every checkpoint. Each step draws its
+randomness from generators seeded by (seed, stage, step) (``_step_rng``), so a run stopped and resumed
+at any checkpoint ends with the same weights as an uninterrupted one. ``init_from`` starts
 stage 2 from exported folders (e.g. the committed recipes/toy/model) with fresh optimiser state.
 """
 from __future__ import annotations
@@ -35,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..runtime import item_rng, key_seed
 
 CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night": "driving at night",
             "rain": "driving under rain", "snow": "driving in snow"}
@@ -148,6 +152,12 @@ def _focus_scenes(labels: np.ndarray, captions: list[str], spec: str, min_pixels
     return found
 
 
+def _step_rng(seed: int, stage: str, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The NumPy (batch choice) and torch (noise) generators of one step of one stage ("vae",
+    "decoder", "unet"): a resumed run redraws exactly what an uninterrupted one would."""
+    return item_rng(seed, stage, step), torch.Generator().manual_seed(key_seed(seed, stage, "noise", step))
+
+
 def _from_now_on(state: dict, key: str, value, none=None):
     """``state[key]`` lists ``[from_step, value]`` changes of a setting; record ``value`` when it differs from
     the current one (None keeps it) and return the current one (``none`` when never set)."""
@@ -236,8 +246,8 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     """Fine-tune the VAE's decoder on whole images of every style, L1 loss, AdamW cosine 3e-4 -> 3e-5.
 
     The encoder stays frozen, so the latents the UNet learnt are unchanged: this lifts reconstruction
-    quality (stage 1 saw 700 steps of 32x64 crops) without retraining the UNet. Its own RNG stream
-    and optimiser state (``state["decoder_opt"]``) keep it resumable and leave stage 2's sequence alone."""
+    quality (stage 1 saw 700 steps of 32x64 crops) without retraining the UNet. Its own step count,
+    RNG streams and optimiser state (``state["decoder_opt"]``) keep it resumable and leave stage 2's alone."""
     # Decode posterior means (the committed weights' first 250 steps decoded samples): the UNet learns
     # and generates means and toy-check scores them, while in samples 4 of the 8 channels are mostly
     # noise (posterior std 0.5-0.9 against a spread of 0.3-0.5 in their means).
@@ -251,8 +261,8 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     if "decoder_opt" in state:
         opt.load_state_dict(state["decoder_opt"])
     state.setdefault("decoder_step", 0)
-    rng = np.random.default_rng([seed, state["decoder_step"], 2])
     while state["decoder_step"] < steps and not (deadline and time.time() > deadline):
+        rng, _ = _step_rng(seed, "decoder", state["decoder_step"])
         for group in opt.param_groups:
             group["lr"] = _cosine(3e-4, 3e-5, state["decoder_step"] / steps)
         idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
@@ -325,8 +335,6 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         cn.load_state_dict(state["cn"])
     if "text" in state:
         text.load_state_dict(state["text"])
-    torch.manual_seed(seed + state["step"] + (0 if state["stage"] == "vae" else 10 ** 6))
-    rng = np.random.default_rng([seed, state["step"], state["stage"] == "vae"])
     deadline = time.time() + minutes * 60 if minutes else None
     palette = torch.tensor(load("cityscapes19").colors, dtype=torch.float32)
     lut = torch.zeros(256, 3)
@@ -359,12 +367,13 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         while state["step"] < vae_steps and not (deadline and time.time() > deadline):
             for group in opt.param_groups:
                 group["lr"] = _cosine(1e-3, 1e-4, state["step"] / vae_steps)
+            rng, gen = _step_rng(seed, "vae", state["step"])
             idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
             # Crops at even offsets, on the latent grid, so a crop encodes as its part of the whole image.
             y0, x0 = 2 * int(rng.integers(0, (SIZE[0] - 32) // 2 + 1)), 2 * int(rng.integers(0, (SIZE[1] - 64) // 2 + 1))
             x = x_all[idx][..., y0:y0 + 32, x0:x0 + 64]
             post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
+            rec = vae.decode(post.sample(generator=gen)).sample
             loss = _vae_loss(rec, x, post.mean)
             opt.zero_grad()
             loss.backward()
@@ -435,6 +444,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             done = state["step"] - state.get("opt_from", 0) + 1  # steps of this optimiser, this one included
             for group in opt.param_groups:                      # linear warm-up over 200 steps
                 group["lr"] = 5e-4 * min(1.0, done / 200)
+            rng, gen = _step_rng(seed, "unet", state["step"])
             idx = rng.integers(0, len(z_all), batch_size)
             if rcs is not None:     # half the batch: scenes holding a class drawn by rarity (small classes, few trucks)
                 for i in range(batch_size // 2):
@@ -450,8 +460,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             # Offset noise (Guttenberg 2023): ε plus a per-image, per-channel constant. Plain ε leaves each
             # latent channel's mean (the image's brightness and tint) readable in z_t even at t = 999,
             # so the style was always known without the caption and the UNet learnt to ignore it.
-            noise = torch.randn_like(z0) + offset_noise * torch.randn(batch_size, z0.shape[1], 1, 1)
-            t = torch.randint(0, 1000, (batch_size,))
+            noise = torch.randn(z0.shape, generator=gen) + offset_noise * torch.randn(batch_size, z0.shape[1], 1, 1, generator=gen)
+            t = torch.randint(0, 1000, (batch_size,), generator=gen)
             zt = sched.add_noise(z0, noise, t)
             down, mid = cn(zt, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
             pred = unet(zt, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
