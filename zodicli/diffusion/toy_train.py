@@ -242,6 +242,41 @@ def _start_from(src: Path, vae, x_all, z_all, unet, cn, text, log) -> None:
     log(f"UNet, ControlNet and text model from {src}; the latent map leaves {residual.item():.2f} of the old latents' variance")
 
 
+def _train_vae(vae, x_all, state, steps, batch_size, seed, deadline, ckpt_every, checkpoint, log) -> None:
+    """Stage 1: train the VAE on 32x64 crops (``_vae_loss``, AdamW cosine 1e-3 -> 1e-4) up to ``steps``; when
+    done, set the latent scaling factor from the data and hand over to the UNet stage."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    if "opt" in state:
+        opt.load_state_dict(state["opt"])
+    vae.train()
+    while state["step"] < steps and not (deadline and time.time() > deadline):
+        for group in opt.param_groups:
+            group["lr"] = _cosine(1e-3, 1e-4, state["step"] / steps)
+        rng, gen = _step_rng(seed, "vae", state["step"])
+        idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
+        # Crops at even offsets, on the latent grid, so a crop encodes as its part of the whole image.
+        y0, x0 = 2 * int(rng.integers(0, (SIZE[0] - 32) // 2 + 1)), 2 * int(rng.integers(0, (SIZE[1] - 64) // 2 + 1))
+        x = x_all[idx][..., y0:y0 + 32, x0:x0 + 64]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        loss = _vae_loss(rec, x, post.mean)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        if state["step"] % 50 == 0:
+            log(f"vae step {state['step']}/{steps}: L1 {loss.item():.4f}, PSNR {_psnr(rec, x):.1f} dB")
+        if state["step"] % ckpt_every == 0:
+            state["opt"] = opt.state_dict()
+            checkpoint()
+    if state["step"] >= steps:      # unit-variance latents for the UNet, in the exported config from now on
+        state.update(stage="unet", step=0, scale=float(1 / _latent_means(vae.eval(), x_all).std()))
+        vae.register_to_config(scaling_factor=state["scale"])
+        log(f"latent scaling factor {state['scale']:.4f}")
+        state.pop("opt", None)
+    checkpoint()
+
+
 def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt_every, checkpoint, log) -> None:
     """Fine-tune the VAE's decoder on whole images of every style, L1 loss, AdamW cosine 3e-4 -> 3e-5.
 
@@ -360,36 +395,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
 
     # Stage 1: the VAE ---------------------------------------------------------------------------
     if state["stage"] == "vae":
-        opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
-        if "opt" in state:
-            opt.load_state_dict(state["opt"])
-        vae.train()
-        while state["step"] < vae_steps and not (deadline and time.time() > deadline):
-            for group in opt.param_groups:
-                group["lr"] = _cosine(1e-3, 1e-4, state["step"] / vae_steps)
-            rng, gen = _step_rng(seed, "vae", state["step"])
-            idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
-            # Crops at even offsets, on the latent grid, so a crop encodes as its part of the whole image.
-            y0, x0 = 2 * int(rng.integers(0, (SIZE[0] - 32) // 2 + 1)), 2 * int(rng.integers(0, (SIZE[1] - 64) // 2 + 1))
-            x = x_all[idx][..., y0:y0 + 32, x0:x0 + 64]
-            post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample(generator=gen)).sample
-            loss = _vae_loss(rec, x, post.mean)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            state["step"] += 1
-            if state["step"] % 50 == 0:
-                log(f"vae step {state['step']}/{vae_steps}: L1 {loss.item():.4f}, PSNR {_psnr(rec, x):.1f} dB")
-            if state["step"] % ckpt_every == 0:
-                state["opt"] = opt.state_dict()
-                checkpoint()
-        if state["step"] >= vae_steps:      # unit-variance latents for the UNet, in the exported config from now on
-            state.update(stage="unet", step=0, scale=float(1 / _latent_means(vae.eval(), x_all).std()))
-            vae.register_to_config(scaling_factor=state["scale"])
-            log(f"latent scaling factor {state['scale']:.4f}")
-            state.pop("opt", None)
-        checkpoint()
+        _train_vae(vae, x_all, state, vae_steps, batch_size, seed, deadline, ckpt_every, checkpoint, log)
 
     # Stage 1b: the decoder alone, on whole images -----------------------------------------------
     if state["stage"] == "unet" and state.get("decoder_step", 0) < decoder_steps:
