@@ -52,17 +52,24 @@ def main():
         args = official.args
         args.evalInstLevelScore, args.evalPixelAccuracy, args.JSONOutput, args.quiet = False, False, False, True
         mp = a.images * w * h / 1e6
-        t0 = time.perf_counter()
-        ref = official.evaluateImgLists(preds, gts, args)
-        t_ref = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ours = evaluate(str(root / "preds"), "cityscapes:val", pred_encoding="labelid", data_root=root)
-        t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        evaluate(str(root / "preds"), "cityscapes:val", pred_encoding="labelid", data_root=root, workers=1)
-        t_one = time.perf_counter() - t0
+
+        def timed(fn):
+            t0 = time.perf_counter()
+            result = fn()
+            return time.perf_counter() - t0, result
+
+        runs = {"ref": lambda: official.evaluateImgLists(preds, gts, args),
+                "ours": lambda: evaluate(str(root / "preds"), "cityscapes:val", pred_encoding="labelid", data_root=root),
+                "one": lambda: evaluate(str(root / "preds"), "cityscapes:val", pred_encoding="labelid", data_root=root, workers=1)}
+        best, results = {k: float("inf") for k in runs}, {}
+        for _ in range(3):                  # alternated rounds, each side's best: this machine's speed swings
+            for k, fn in runs.items():
+                t, results[k] = timed(fn)
+                best[k] = min(best[k], t)
+        t_ref, t_ours, t_one = best["ref"], best["ours"], best["one"]
+        ref, ours = results["ref"], results["ours"]
         assert abs(ours["miou"] / 100 - ref["averageScoreClasses"]) < 1e-6
-        print(f"# evaluate benchmark: {a.images} image pairs of {w}x{h} ({mp:.1f} MP), {os.cpu_count()} cores")
+        print(f"# evaluate benchmark: {a.images} image pairs of {w}x{h} ({mp:.1f} MP), {os.cpu_count()} cores, best of 3 alternated rounds each")
         print(f"cityscapesscripts (C extension: {official.CSUPPORT}) : {mp / t_ref:7.1f} MP/s")
         print(f"zodi evaluate, 1 loader thread           : {mp / t_one:7.1f} MP/s  ({t_ref / t_one:.2f}x)")
         print(f"zodi evaluate, default loader threads    : {mp / t_ours:7.1f} MP/s  ({t_ref / t_ours:.2f}x)")

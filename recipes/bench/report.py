@@ -22,6 +22,7 @@ CPU_RUNS = {  # name: (script, arguments)
     "evaluate": ("bench_evaluate.py", []),
     "train": ("bench_train.py", []),
     "translate": ("bench_translate.py", []),
+    "translate-b8": ("bench_translate.py", ["--batch", "8"]),   # eight rows per model call, as the toy yamls run
 }
 GPU_RUNS = {
     **{f"train-gpu-{amp}": ("bench_train.py", ["--model", "deeplabv3plus_r50", "--size", "384x768", "--batch", "4",
@@ -38,6 +39,9 @@ ROWS = [  # (run, figure, label, target, format)
     ("translate", "zodi_vs_diffusers_images_per_s", "translate: zodi vs diffusers img2img loop, images/s ratio", ">= 1", "{:.2f}x"),
     ("translate", "zodi_vs_diffusers_per_unet_row", "translate: zodi vs diffusers per UNet batch row (ZoDi's encoding adds one)",
      "", "{:.2f}x"),
+    ("translate-b8", "zodi_vs_diffusers_images_per_s", "translate at --compute-batch 8 vs the same diffusers per-image loop, images/s",
+     ">= 1", "{:.2f}x"),
+    ("translate-b8", "wall_over_model_calls", "translate at --compute-batch 8: wall time / model call time", "<= 1.10", "{:.3f}"),
 ]
 
 
