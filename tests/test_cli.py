@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -124,8 +125,24 @@ def test_internal_errors_are_one_line_unless_debug():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "zodi: internal error: ZeroDivisionError: division by zero (re-run with ZODI_DEBUG=1 for a traceback and report it)"]
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "ZODI_DEBUG": "1"})
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "ZODI_DEBUG": "1"})
     assert r.returncode == 1 and "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
+
+
+def test_library_chatter_is_off_unless_debug_and_explicit_settings_win(monkeypatch):
+    from zodicli.errors import quiet_libraries
+
+    names = ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS", "ZODI_DEBUG")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DIFFUSERS_VERBOSITY", "info")
+    quiet_libraries()
+    assert [os.environ.get(n) for n in names] == ["error", "info", "1", None]
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ZODI_DEBUG", "1")
+    quiet_libraries()
+    assert [os.environ.get(n) for n in names[:3]] == [None, None, None]
 
 
 def test_config_file_supplies_options_and_command_line_wins(cli, toy_env, tmp_path, baseline_preds):

@@ -13,7 +13,7 @@ import traceback
 import click
 
 from . import __version__
-from .errors import ZodiError, debug_enabled, one_line
+from .errors import ZodiError, debug_enabled, one_line, quiet_libraries
 
 # name -> (module, one-line help). Help text lives here so `zodi --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -83,12 +83,7 @@ def cli():
 
 
 def main(argv=None):
-    import os
-
-    if not debug_enabled():         # library chatter (torchvision notices, weight-loading bars) off stderr
-        for var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
-            os.environ.setdefault(var, "error")
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    quiet_libraries()
     cli.main(args=argv, prog_name="zodi")
 
 

@@ -34,6 +34,15 @@ def debug_enabled() -> bool:
     return os.environ.get("ZODI_DEBUG", "") not in ("", "0")
 
 
+def quiet_libraries() -> None:
+    """Keep transformers' and diffusers' chatter (torchvision and accelerate notices, weight-loading
+    bars) off stderr, unless ZODI_DEBUG is set. Call before importing them; explicit settings win."""
+    if not debug_enabled():
+        for var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+            os.environ.setdefault(var, "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def one_line(text: str) -> str:
     """Collapse a message to one line so stderr stays greppable."""
     return " ".join(str(text).split())

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import torch
 
+from zodicli.errors import quiet_libraries
+
+quiet_libraries()          # before diffusers is imported: its loading notices are not the benchmark's output
+
 
 class CallTimer:
     """Adds up the wall time spent inside chosen modules' forward calls (outermost only), and the

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from zodicli.errors import quiet_libraries
+
 HERE = Path(__file__).parent
 CPU_RUNS = {  # name: (script, arguments)
     "evaluate": ("bench_evaluate.py", []),
@@ -59,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="also run the GPU benchmarks (needs CUDA)")
     args = ap.parse_args()
+    quiet_libraries()                                      # the scripts inherit it
     runs = {**CPU_RUNS, **(GPU_RUNS if args.gpu else {})}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zodicli.errors import quiet_libraries
 from zodicli.settings import yaml_fingerprint   # the toy yamls' values key the cached results
 
 STYLES = ("clear", "fog", "night", "rain", "snow")
@@ -219,6 +220,7 @@ def main() -> int:
     out = Path(args.out)
     # The segmenter trains in a second process beside the rest, one thread each (as in the demo).
     os.environ.update(ZODI_TOY_ROOT=str(out / "toy"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    quiet_libraries()
     zodi("datasets", "make-toy", "--out", out / "toy", "--n-train", args.n_train, "--n-val", args.n_val, "--seed", args.seed)
     forget_stale_results(out, args.model)
 
