@@ -281,7 +281,7 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     """Fine-tune the VAE's decoder on whole images of every style, L1 loss, AdamW cosine 3e-4 -> 3e-5.
 
     The encoder stays frozen, so the latents the UNet learnt are unchanged: this lifts reconstruction
-    quality (stage 1 saw 700 steps of 32x64 crops) without retraining the UNet. Its own step count,
+    quality (stage 1 sees only 32x64 crops) without retraining the UNet. Its own step count,
     RNG streams and optimiser state (``state["decoder_opt"]``) keep it resumable and leave stage 2's alone."""
     # Decode posterior means (the committed weights' first 250 steps decoded samples): the UNet learns
     # and generates means and toy-check scores them, while in samples 4 of the 8 channels are mostly
