@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,14 +72,13 @@ def main() -> int:
     city = out / "toy"
     manifest = json.loads((city / "toy.json").read_text()) if (city / "toy.json").is_file() else {}
     if (manifest.get("seed"), manifest.get("n_val")) != (args.seed, args.n_val):
+        shutil.rmtree(city, ignore_errors=True)            # a smaller city would keep the larger one's files
         make_toy(city, n_train=1, n_val=args.n_val, seed=args.seed, conditions=("clear", "night"))
     os.environ["ZODI_TOY_ROOT"] = str(city)
     ds = open_dataset("toy:night:val")
-    keys, images, labels = [], [], []
-    for k in ds.keys():
-        lb = resize_label(ds.label(k), SIZE)
-        if (lb == TRAFFIC_LIGHT).sum() >= args.min_pixels:
-            keys.append(k), images.append(resize_image(ds.image(k), SIZE)), labels.append(lb)
+    keys = [k for k in ds.keys() if (resize_label(ds.label(k), SIZE) == TRAFFIC_LIGHT).sum() >= args.min_pixels]
+    images = [resize_image(ds.image(k), SIZE) for k in keys]
+    labels = [resize_label(ds.label(k), SIZE) for k in keys]
     if not keys:
         raise SystemExit(f"lamp-probe: no night val image holds {args.min_pixels} traffic-light pixels; raise --n-val")
 
@@ -88,7 +88,7 @@ def main() -> int:
                        control_scale=night["control_scale"] if args.control_scale is None else args.control_scale)
     guidance = night["guidance_scale"] if args.guidance is None else args.guidance
     n = len(keys)
-    cond, uncond = stack.text([prompt] * n), stack.text([night["negative_prompt"]] * n)
+    cond, uncond = stack.text([prompt] * n), stack.text([night.get("negative_prompt", "")] * n)
     control = control_image(labels, "cityscapes")
     z0 = stack.encode(images, generators(args.seed, keys))
     noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in generators(args.seed + 1, keys)])
@@ -100,9 +100,9 @@ def main() -> int:
         z = ddim_back(stack, z0, t, args.stride, noise, cond, uncond, guidance, control)
         rows[f"from t={t}"] = lamp_proxy(stack.decode(z), labels)
         print(f"{'from t=' + str(t):>12}  {rows[f'from t={t}']:.3f}", flush=True)
-    (out / "lamp_probe.json").write_text(json.dumps({"model": str(args.model), "seed": args.seed, "images": n,
-                                                     "stride": args.stride,
-                                                     "control_scale": stack.control_scale, "guidance": guidance, "proxy": rows}, indent=1))
+    report = {"model": str(args.model), "seed": args.seed, "images": n, "stride": args.stride,
+              "control_scale": stack.control_scale, "guidance": guidance, "proxy": rows}
+    (out / "lamp_probe.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 
