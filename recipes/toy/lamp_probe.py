@@ -7,6 +7,7 @@ for their VAE round trip, and for the images noised to t and denoised back to 0 
 strides of --stride) under night.yaml's prompt, guidance and control scale, for each t of --from.
 
 Usage: python recipes/toy/lamp_probe.py [OUT] [--model DIR] [--seed 3000] [--n-val 120] [--from 50,100,...]
+[--source clear] (noise clear val images instead, as a translation starts) [--control-scale S] [--guidance G]
 Writes OUT/lamp_probe.json. The tuning city (seed 3000) by default, not the check's.
 """
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=Path("recipes/toy/model"), help="an exported stack (sd/, controlnet/)")
     ap.add_argument("--seed", type=int, default=3000, help="the toy city's seed (and the noise's)")
     ap.add_argument("--n-val", type=int, default=120)
+    ap.add_argument("--source", choices=("night", "clear"), default="night",
+                    help="the val images to noise: real night, or clear ones (as ZoDi translates them)")
     ap.add_argument("--min-pixels", type=int, default=4, help="traffic-light pixels an image needs to count")
     ap.add_argument("--from", dest="starts", default="50,100,200,300,400,500,999", help="the t to noise to, comma-separated")
     ap.add_argument("--control-scale", type=float, help="in place of night.yaml's")
@@ -75,7 +78,7 @@ def main() -> int:
         shutil.rmtree(city, ignore_errors=True)            # a smaller city would keep the larger one's files
         make_toy(city, n_train=1, n_val=args.n_val, seed=args.seed, conditions=("clear", "night"))
     os.environ["ZODI_TOY_ROOT"] = str(city)
-    ds = open_dataset("toy:night:val")
+    ds = open_dataset(f"toy:{args.source}:val")
     keys = [k for k in ds.keys() if (resize_label(ds.label(k), SIZE) == TRAFFIC_LIGHT).sum() >= args.min_pixels]
     images = [resize_image(ds.image(k), SIZE) for k in keys]
     labels = [resize_label(ds.label(k), SIZE) for k in keys]
@@ -93,14 +96,14 @@ def main() -> int:
     z0 = stack.encode(images, generators(args.seed, keys))
     noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in generators(args.seed + 1, keys)])
     rows = {"real": lamp_proxy(images, labels), "vae": lamp_proxy(stack.decode(z0), labels)}
-    print(f"lamp proxy on {n} night val images of city {args.seed} holding a traffic light", file=sys.stderr)
+    print(f"lamp proxy on {n} {args.source} val images of city {args.seed} holding a traffic light", file=sys.stderr)
     for name in rows:
         print(f"{name:>12}  {rows[name]:.3f}", flush=True)
     for t in (int(s) for s in args.starts.split(",")):
         z = ddim_back(stack, z0, t, args.stride, noise, cond, uncond, guidance, control)
         rows[f"from t={t}"] = lamp_proxy(stack.decode(z), labels)
         print(f"{'from t=' + str(t):>12}  {rows[f'from t={t}']:.3f}", flush=True)
-    report = {"model": str(args.model), "seed": args.seed, "images": n, "stride": args.stride,
+    report = {"model": str(args.model), "source": args.source, "seed": args.seed, "images": n, "stride": args.stride,
               "control_scale": stack.control_scale, "guidance": guidance, "proxy": rows}
     (out / "lamp_probe.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
