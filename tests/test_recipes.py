@@ -210,7 +210,7 @@ def test_lamp_proxy_by_hand():
     assert probe.lamp_proxy([dark, lit, lit], [lb] * 3) == pytest.approx(0.299)     # the median image
 
 
-def test_lamp_probe_keeps_the_lamp_through_the_vae_and_from_t_0(tmp_path):
+def test_lamp_probe_keeps_the_lamp_through_the_vae_and_from_a_small_t(tmp_path):
     """The committed VAE keeps the night lamps (real 0.40, VAE 0.39 on 29 tuning-city images; a median over
     a handful of images moves by 0.05), and DDIM from a small t changes them little."""
     run(sys.executable, "recipes/toy/lamp_probe.py", tmp_path / "p", "--n-val", "16", "--from", "1,999", "--stride", "200")

@@ -2,13 +2,14 @@
 
 A real toy-night traffic light is a dark box with one lit lamp. The lamp proxy of a set of images is
 the brightest luminance (0-1, Rec. 601) inside each image's traffic-light pixels, the median over the
-night val images that hold at least --min-pixels of them (at 64x128). Printed for the real images,
-for their VAE round trip, and for the images noised to t and denoised back to 0 with DDIM (eta 0,
-strides of --stride) under night.yaml's prompt, guidance and control scale, for each t of --from.
+val images (night, or clear with --source clear) that hold at least --min-pixels of them (at 64x128).
+Printed for the real images, for their VAE round trip, and for the images noised to t and denoised
+back to 0 with DDIM (eta 0, strides of --stride) under night.yaml's prompt, guidance and control
+scale, for each t of --from.
 
 Usage: python recipes/toy/lamp_probe.py [OUT] [--model DIR] [--seed 3000] [--n-val 120] [--from 50,100,...]
 [--source clear] (noise clear val images instead, as a translation starts) [--control-scale S] [--guidance G]
-Writes OUT/lamp_probe.json. The tuning city (seed 3000) by default, not the check's.
+Run from the repository root; writes OUT/lamp_probe.json. The tuning city (seed 3000) by default, not the check's.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def main() -> int:
     images = [resize_image(ds.image(k), SIZE) for k in keys]
     labels = [resize_label(ds.label(k), SIZE) for k in keys]
     if not keys:
-        raise SystemExit(f"lamp-probe: no night val image holds {args.min_pixels} traffic-light pixels; raise --n-val")
+        raise SystemExit(f"lamp-probe: no {args.source} val image holds {args.min_pixels} traffic-light pixels; raise --n-val")
 
     night = yaml.safe_load(Path("recipes/toy/night.yaml").read_text())
     prompt = night.get("prompt") or domain_presets()[night["domain"]]["prompt"]
