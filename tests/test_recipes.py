@@ -121,15 +121,16 @@ def test_toy_check_reports_its_figures_and_gates(tmp_path):
     assert "gates:" in out and ("MISS" in out) == (not all(rep["gates"].values()))
 
 
-def _load_toy_check():
-    spec = importlib.util.spec_from_file_location("toy_check", ROOT / "recipes/toy/check.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
-    return check
+def _load_recipe(name: str):
+    """recipes/toy/NAME.py as a module (recipes are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"recipes/toy/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
-    check = _load_toy_check()
+    check = _load_recipe("check")
     made = ["fog-val.h5", "fog-val.h5.parts/part-0.h5", "preds-night-translated.h5", "preds-night-translated.eval/m.json",
             "preds-fog-real.h5", "seg/last.pt"]
 
@@ -169,7 +170,7 @@ def test_toy_check_forgets_results_of_another_model_or_city(tmp_path):
 
 
 def test_toy_check_yaml_fingerprint_ignores_comments(tmp_path):
-    check = _load_toy_check()
+    check = _load_recipe("check")
     a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
     a.write_text("domain: night\nstrength: 1.0\n")
     b.write_text("# chosen on the tuning city\nstrength: 1.0   # was 0.8\ndomain: night\n")
@@ -178,7 +179,7 @@ def test_toy_check_yaml_fingerprint_ignores_comments(tmp_path):
 
 
 def test_toy_check_bootstrap_interval_by_hand():
-    check = _load_toy_check()
+    check = _load_recipe("check")
     perfect = np.array([[10, 0, 0], [0, 10, 0]])          # two classes, mIoU 100
     half = np.array([[10, 0, 0], [10, 0, 0]])             # class 1 read as 0: IoU 0.5 and 0, mIoU 25
     real = np.stack([perfect] * 6)
@@ -191,15 +192,8 @@ def test_toy_check_bootstrap_interval_by_hand():
     assert 0.5 <= boot["class"]["a"][0] < 2 / 3 < boot["class"]["a"][1] <= 1
 
 
-def _load_lamp_probe():
-    spec = importlib.util.spec_from_file_location("lamp_probe", ROOT / "recipes/toy/lamp_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    return probe
-
-
 def test_lamp_proxy_by_hand():
-    probe = _load_lamp_probe()
+    probe = _load_recipe("lamp_probe")
     lb = np.zeros((2, 3), np.uint8)
     lb[0, :2] = 6                                          # two traffic-light pixels
     dark, lit = np.zeros((2, 3, 3), np.uint8), np.zeros((2, 3, 3), np.uint8)

@@ -35,19 +35,6 @@ def lamp_proxy(images: list[np.ndarray], labels: list[np.ndarray]) -> float:
     return float(np.median([y[lb == TRAFFIC_LIGHT].max() for y, lb in zip(lum, labels)]))
 
 
-def ddim_back(stack, z0, t: int, stride: int, noise, cond, uncond, guidance: float, control):
-    """z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε, then deterministic DDIM steps t, t − stride, … down to 0."""
-    a = stack.alpha(t)
-    z = a ** 0.5 * z0 + (1 - a) ** 0.5 * noise
-    ts = list(range(t, 0, -stride))
-    for i, s in enumerate(ts):
-        a, a_next = stack.alpha(s), stack.alpha(ts[i + 1] if i + 1 < len(ts) else -1)
-        eps = stack.eps(z, s, cond, uncond, guidance, control)
-        z0_hat = (z - (1 - a) ** 0.5 * eps) / a ** 0.5
-        z = a_next ** 0.5 * z0_hat + (1 - a_next) ** 0.5 * eps
-    return z
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default="runs/lamp-probe")
@@ -63,13 +50,13 @@ def main() -> int:
     ap.add_argument("--stride", type=int, default=50, help="DDIM stride (t = 500: 10 steps)")
     args = ap.parse_args()
     quiet_libraries()
-    import torch
     import yaml
 
     from zodicli.data.registry import open_dataset
     from zodicli.data.toy import make_toy
     from zodicli.diffusion.layout import control_image, resize_image, resize_label
     from zodicli.diffusion.models import load_stack
+    from zodicli.diffusion.zodi_transfer import item_noise, sample
     from zodicli.pipeline.diffuse import domain_presets, generators
 
     out = Path(args.out)
@@ -80,9 +67,9 @@ def main() -> int:
         make_toy(city, n_train=1, n_val=args.n_val, seed=args.seed, conditions=("clear", "night"))
     os.environ["ZODI_TOY_ROOT"] = str(city)
     ds = open_dataset(f"toy:{args.source}:val")
-    keys = [k for k in ds.keys() if (resize_label(ds.label(k), SIZE) == TRAFFIC_LIGHT).sum() >= args.min_pixels]
-    images = [resize_image(ds.image(k), SIZE) for k in keys]
-    labels = [resize_label(ds.label(k), SIZE) for k in keys]
+    resized = {k: resize_label(ds.label(k), SIZE) for k in ds.keys()}
+    keys = [k for k, lb in resized.items() if (lb == TRAFFIC_LIGHT).sum() >= args.min_pixels]
+    images, labels = [resize_image(ds.image(k), SIZE) for k in keys], [resized[k] for k in keys]
     if not keys:
         raise SystemExit(f"lamp-probe: no {args.source} val image holds {args.min_pixels} traffic-light pixels; raise --n-val")
 
@@ -95,13 +82,15 @@ def main() -> int:
     cond, uncond = stack.text([prompt] * n), stack.text([night.get("negative_prompt", "")] * n)
     control = control_image(labels, "cityscapes")
     z0 = stack.encode(images, generators(args.seed, keys))
-    noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in generators(args.seed + 1, keys)])
+    noise = item_noise(z0, generators(args.seed + 1, keys))
     rows = {"real": lamp_proxy(images, labels), "vae": lamp_proxy(stack.decode(z0), labels)}
     print(f"lamp proxy on {n} {args.source} val images of city {args.seed} holding a traffic light", file=sys.stderr)
     for name in rows:
         print(f"{name:>12}  {rows[name]:.3f}", flush=True)
     for t in (int(s) for s in args.starts.split(",")):
-        z = ddim_back(stack, z0, t, args.stride, noise, cond, uncond, guidance, control)
+        a = stack.alpha(t)             # z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε, then DDIM (eta 0) t, t − stride, … to the end
+        z = sample(stack, a ** 0.5 * z0 + (1 - a) ** 0.5 * noise, list(range(t, 0, -args.stride)), cond, uncond,
+                   guidance, control, eta=0.0)
         rows[f"from t={t}"] = lamp_proxy(stack.decode(z), labels)
         print(f"{'from t=' + str(t):>12}  {rows[f'from t={t}']:.3f}", flush=True)
     report = {"model": str(args.model), "source": args.source, "seed": args.seed, "images": n, "stride": args.stride,
