@@ -88,6 +88,21 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, toy_e
         T.train(_cfg(tmp_path / "b", lr=0.02))
 
 
+def test_channels_last_is_the_layout_of_the_weights_and_part_of_the_settings(tmp_path, toy_env):
+    from zodicli.seg.train import train
+
+    train(_cfg(tmp_path / "nhwc", iters=2))
+    train(_cfg(tmp_path / "nchw", iters=2, channels_last=False))
+    a, b = _weights(tmp_path / "nhwc/run/last.pt"), _weights(tmp_path / "nchw/run/last.pt")
+    conv = "backbone.conv1.weight"
+    assert a[conv].is_contiguous(memory_format=torch.channels_last) and not a[conv].is_contiguous()
+    assert b[conv].is_contiguous()
+    # dropout draws its mask in memory order, so the two layouts train like two seeds: resuming across is refused
+    assert not torch.equal(a["aspp.project.0.1.bias"], b["aspp.project.0.1.bias"])
+    with pytest.raises(ConflictError, match="channels_last: True -> False"):
+        train(_cfg(tmp_path / "nhwc", iters=2, channels_last=False))
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, toy_env):
     from zodicli.seg.train import train
 

@@ -37,6 +37,7 @@ ROWS = [  # (run, figure, label, target, format)
     ("evaluate", "speedup_1_thread", "evaluate: zodi (1 loader thread) vs cityscapesscripts", "> 1", "{:.2f}x"),
     ("train", "ratio", "train-seg step time / bare torch loop", "<= 1.10", "{:.3f}"),
     ("train", "data_wait_share", "train-seg: share of step time waiting for data", "< 5 %", "{:.1%}"),
+    ("train", "channels_last_speedup", "train-seg: NHWC (default) vs NCHW weights, iterations/s", "> 1", "{:.2f}x"),
     ("translate", "wall_over_model_calls", "translate wall time / UNet+ControlNet+VAE+text call time", "<= 1.10", "{:.3f}"),
     ("translate", "zodi_vs_diffusers_images_per_s", "translate: zodi vs diffusers img2img loop, images/s ratio", ">= 1", "{:.2f}x"),
     ("translate", "zodi_vs_diffusers_per_unet_row", "translate: zodi vs diffusers per UNet batch row (ZoDi's encoding adds one)",

@@ -227,10 +227,11 @@ def main() -> int:
     # The segmenter must learn every class, rare ones too (trucks, buses, bicycles: 0.4-0.8 % of
     # pixels), for the per-class gate to measure the translations and not the segmenter: AdamW,
     # rare-class sampling, 3,000 iterations. SGD for 1,000 scored 0-30 % IoU on them, real images included.
+    # NCHW, as before train-seg defaulted to NHWC: the judge stays the one whose figures the model card holds.
     every = "+".join(f"toy:{s}:train" for s in STYLES)
     seg = zodi("train-seg", "--model", "deeplabv3plus_tiny", "--source", every, "--iters", args.iters, "--batch-size", 16,
                "--resize", "64x128", "--crop", "none", "--optimizer", "adamw", "--lr", 0.01, "--rcs-temperature", 0.01,
-               "--ckpt-every", args.iters, "--num-workers", 0, "--out", out / "seg", wait=False)
+               "--ckpt-every", args.iters, "--num-workers", 0, "--no-channels-last", "--out", out / "seg", wait=False)
     synth = {t: out / f"{t}-val.h5" for t in TARGETS}
     for t in TARGETS:
         zodi("translate", "--config", f"recipes/toy/{t}.yaml", "--model", args.model / "sd", "--controlnet", args.model / "controlnet",

@@ -44,6 +44,8 @@ from ._types import SIZE
               help="Best-checkpoint criterion; 'target' is oracle selection and is labelled so.")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+              help="NHWC memory layout for the network: faster convolutions (NCHW draws other dropout masks).")
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--cache-mb", default=512, show_default=True, type=click.FloatRange(min=0),
               help="Decoded, resized training images kept in memory per data process (results unchanged).")
