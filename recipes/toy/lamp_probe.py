@@ -91,8 +91,9 @@ def main() -> int:
         a = stack.alpha(t)             # z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε, then DDIM (eta 0) t, t − stride, … to the end
         z = sample(stack, a ** 0.5 * z0 + (1 - a) ** 0.5 * noise, list(range(t, 0, -args.stride)), cond, uncond,
                    guidance, control, eta=0.0)
-        rows[f"from t={t}"] = lamp_proxy(stack.decode(z), labels)
-        print(f"{'from t=' + str(t):>12}  {rows[f'from t={t}']:.3f}", flush=True)
+        name = f"from t={t}"
+        rows[name] = lamp_proxy(stack.decode(z), labels)
+        print(f"{name:>12}  {rows[name]:.3f}", flush=True)
     report = {"model": str(args.model), "source": args.source, "seed": args.seed, "images": n, "stride": args.stride,
               "control_scale": stack.control_scale, "guidance": guidance, "proxy": rows}
     (out / "lamp_probe.json").write_text(json.dumps(report, indent=1) + "\n")
