@@ -210,7 +210,7 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
             "--corpus-per-style", "2", "--ckpt-every", "1"]
     code, out, err = cli(*args, "--steps", "2")
     assert code == 0 and "stage unet, step 2" in out, err
-    state = torch.load(tmp_path / "tt/state.pt", weights_only=False)
+    state = torch.load(tmp_path / "tt/state.pt", weights_only=True)
     assert state["stage"] == "unet" and state["step"] == 2
     assert state["min_snr_from"] == state["text_from"] == 0            # the loss recipe since the first step
     assert state["offset_noise"] == [[0, 0.1]]
@@ -223,7 +223,7 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     code, out, err = cli(*args, "--steps", "3", "--offset-noise", "0.3", "--decoder-steps", "2", "--rare-class", "0.01",
                          "--focus", "night:car,road", "--class-weight", "0.5")
     assert code == 0 and "stage unet, step 3" in out, err                # continued, did not restart
-    after = torch.load(tmp_path / "tt/state.pt", weights_only=False)
+    after = torch.load(tmp_path / "tt/state.pt", weights_only=True)
     assert after["offset_noise"] == [[0, 0.1], [2, 0.3]] and after["rare_class"] == [[2, 0.01]]
     assert after["focus"] == [[2, "night:car,road"]] and after["class_weight"] == [[2, 0.5]]
     assert after["decoder_step"] == 2 and after["decoder_on_mean_from"] == 0
@@ -239,11 +239,11 @@ def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):
     code, out, err = cli(*args2, "--steps", "0")
     assert code == 0 and "stage unet, step 0" in out, err
     from diffusers import AutoencoderKL                             # the scale is in the exported VAE already
-    scale = torch.load(tmp_path / "tt2/state.pt", weights_only=False)["scale"]
+    scale = torch.load(tmp_path / "tt2/state.pt", weights_only=True)["scale"]
     assert AutoencoderKL.load_config(tmp_path / "tt2/sd", subfolder="vae")["scaling_factor"] == scale != 0.18215
     code, out, err = cli(*args2, "--steps", "1", "--unet-from", tmp_path / "tt")
     assert code == 0 and "stage unet, step 1" in out and "the latent map leaves" in err, err
-    new = torch.load(tmp_path / "tt2/state.pt", weights_only=False)
+    new = torch.load(tmp_path / "tt2/state.pt", weights_only=True)
     assert new["unet_from"] == str(tmp_path / "tt")
     from diffusers import UNet2DConditionModel
     first = UNet2DConditionModel.from_pretrained(tmp_path / "tt/sd", subfolder="unet").state_dict()
@@ -261,8 +261,8 @@ def test_train_toy_stopped_and_resumed_ends_with_the_same_weights(cli, tmp_path,
     for steps, decoder in (("0", "1"), ("2", "2"), ("3", "2")):     # stops inside the decoder stage and the UNet stage
         code, out, err = cli(*parts, "--decoder-steps", decoder, "--steps", steps)
         assert code == 0, err
-    a = torch.load(tmp_path / "whole/state.pt", weights_only=False)
-    b = torch.load(tmp_path / "parts/state.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole/state.pt", weights_only=True)
+    b = torch.load(tmp_path / "parts/state.pt", weights_only=True)
     assert a["step"] == b["step"] == 3 and a["decoder_step"] == b["decoder_step"] == 2
     for part in ("vae", "unet", "cn", "text", "ema"):
         assert a[part].keys() == b[part].keys()

@@ -62,7 +62,7 @@ def _cfg(tmp_path, **kw):
 
 
 def _weights(path):
-    return torch.load(path, weights_only=False)["model"]
+    return torch.load(path, weights_only=True)["model"]
 
 
 def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, toy_env, monkeypatch):
@@ -84,7 +84,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, toy_e
     assert summary["resumed"] and summary["done"] == 3
     a, b = _weights(tmp_path / "a/run/last.pt"), _weights(tmp_path / "b/run/last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ConflictError, match="other settings: lr: 0.01 -> 0.02"):
+    with pytest.raises(ConflictError, match="other settings or data: lr: 0.01 -> 0.02"):
         T.train(_cfg(tmp_path / "b", lr=0.02))
 
 

@@ -13,7 +13,7 @@ import traceback
 import click
 
 from . import __version__
-from .errors import ZodiError, debug_enabled, one_line, quiet_libraries
+from .errors import ZodiError, debug_enabled, one_line, os_error_message, quiet_libraries, worker_message
 
 # name -> (module, one-line help). Help text lives here so `zodi --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,23 +55,36 @@ class LazyGroup(click.Group):
         except ZodiError as e:
             if debug_enabled():
                 traceback.print_exc()
-            click.echo(f"zodi: error: {one_line(str(e))}", err=True)
+            click.echo(f"zodi: error: {one_line(worker_message(str(e)))}", err=True)
             ctx.exit(e.exit_code)
         except BrokenPipeError:           # `zodi ... | head`: the reader left; not an error
             sys.stderr.close()
             ctx.exit(0)
-        except KeyboardInterrupt:
-            click.echo("zodi: interrupted; finished items are kept, re-run the same command to resume", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as e:    # Ctrl-C, or SIGTERM (stopping.Terminated)
+            what = "terminated" if getattr(e, "exit_code", 130) == 143 else "interrupted"
+            click.echo(f"zodi: {what}; finished items are kept, re-run the same command to resume", err=True)
+            ctx.exit(getattr(e, "exit_code", 130))
+        except OSError as e:
+            if debug_enabled():
+                raise
+            message = os_error_message(e)
+            if message is None:
+                self._internal(ctx, e)
+            click.echo(f"zodi: error: {message}", err=True)
+            ctx.exit(1)
         except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             if debug_enabled():
                 raise
-            click.echo(
-                f"zodi: internal error: {type(e).__name__}: {one_line(str(e))} "
-                "(re-run with ZODI_DEBUG=1 for a traceback and report it)",
-                err=True,
-            )
-            ctx.exit(1)
+            self._internal(ctx, e)
+
+    @staticmethod
+    def _internal(ctx, e: BaseException):
+        click.echo(
+            f"zodi: internal error: {type(e).__name__}: {one_line(worker_message(str(e)))} "
+            "(re-run with ZODI_DEBUG=1 for a traceback and report it)",
+            err=True,
+        )
+        ctx.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -83,7 +96,10 @@ def cli():
 
 
 def main(argv=None):
+    from .stopping import raise_on_sigterm
+
     quiet_libraries()
+    raise_on_sigterm()
     cli.main(args=argv, prog_name="zodi")
 
 

@@ -43,6 +43,40 @@ def quiet_libraries() -> None:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+def worker_message(text: str) -> str:
+    """The original error of a DataLoader worker, whose message torch wraps in the worker's whole
+    traceback: its last line, without the exception's module and class."""
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and " " not in head else last
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One line for the operating-system faults a user can fix (full disk, read-only or forbidden
+    output); None for the others."""
+    import errno
+    import re
+    import shutil
+
+    path = e.filename or (m[1] if (m := re.search(r"filename = '([^']+)'", str(e))) else None)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = ""
+        if path:
+            try:
+                free = f"; {shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.1f} MiB free there"
+            except OSError:
+                pass
+        return (f"no space left on the device while writing {path or 'the output'}{free} (free some space or choose "
+                "another --out, then re-run: finished items and the last checkpoint are kept)")
+    if e.errno == errno.EROFS:
+        return f"{path or 'the output'} is on a read-only file system, so it is not writable (choose another --out)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{path or 'a file'}: permission denied (fix its permissions, or choose a writable --out)"
+    return None
+
+
 def one_line(text: str) -> str:
     """Collapse a message to one line so stderr stays greppable."""
     return " ".join(str(text).split())

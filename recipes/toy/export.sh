@@ -19,7 +19,7 @@ from zodicli.diffusion.toy_train import HISTORY
 run, dst = Path(sys.argv[1]), Path(sys.argv[2])
 for f in dst.rglob("*.safetensors"):
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
-s = torch.load(run / "state.pt", weights_only=False)
+s = torch.load(run / "state.pt", weights_only=True)
 n = {k: sum(v.numel() for v in s[k].values()) / 1e6 for k in ("vae", "unet", "cn")}
 log = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else []
 when = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import item_rng, key_seed
+from ..torchfile import load_state, save_state
 
 CAPTIONS = {"clear": "driving on a clear day", "fog": "driving in fog", "night": "driving at night",
             "rain": "driving under rain", "snow": "driving in snow"}
@@ -351,7 +352,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
     tok, text, vae, unet, cn = _models(out / "text")
     state_path = out / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = load_state(state_path, "toy-model training state")
     elif init_from is not None:
         scale = _load_exported(Path(init_from), vae, unet, cn, text)
         steps_file, history = Path(init_from) / "STEPS", Path(init_from) / "TRAINING.json"
@@ -384,8 +385,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
 
     def checkpoint():
         state.update(vae=vae.state_dict(), ema=ema, **{name: m.state_dict() for name, m in trained.items()})
-        torch.save(state, state_path.with_suffix(".tmp"))
-        os.replace(state_path.with_suffix(".tmp"), state_path)
+        save_state(state_path, state)
         live = {name: m.state_dict() for name, m in trained.items()}
         for name, model in trained.items():                     # export the averaged weights, then restore
             model.load_state_dict({**live[name], **{k[len(name) + 1:]: v for k, v in ema.items() if k.startswith(name + ".")}})

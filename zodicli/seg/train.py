@@ -13,17 +13,20 @@ import os
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConflictError, InputError, ZodiError
 from ..runtime import key_seed
 from ..settings import diff_settings, settings_hash
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..stopping import deferred_stop
+from ..store.files import check_not_link, open_append, write_text
+from ..store.lock import WriterLock
+from .checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
 from .data import Augment, PositionSampler, TrainSet
 from .losses import DomainDiscriminator, cross_entropy, feature_similarity
 
@@ -164,12 +167,19 @@ def _ddp_env():
 
 
 def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
-    """Train; resume from ``out/last.pt`` when it exists with the same settings. Returns a summary."""
+    """Train; resume from ``out/last.pt`` when it exists with the same settings. Returns a summary.
+    One run per output folder: rank 0 holds ``OUT/train-seg.lock``."""
+    cfg.check()
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    with WriterLock(Path(cfg.out) / "train-seg", "zodi train-seg") if _ddp_env()[0] == 0 else nullcontext():
+        return _train(cfg, settings, log)
+
+
+def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
     from ..data.registry import open_dataset
     from ..runtime import amp_dtype, choose_device
     from .models import build_model
 
-    cfg.check()
     rank, world, local = _ddp_env()
     device = choose_device(cfg.device)
     if world > 1:
@@ -239,16 +249,21 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
     if last.exists() and not cfg.overwrite:
         state = load_checkpoint(last)
         diff = diff_settings(state["settings"], ident)
-        if diff or state.get("inputs") != inputs:
-            raise ConflictError(f"{last} comes from a run with other settings: {'; '.join(diff) or 'inputs changed'}",
+        old_inputs = state.get("inputs") or {}
+        changed = sorted(k for k in set(old_inputs) | set(inputs) if old_inputs.get(k) != inputs.get(k))
+        if diff or changed:
+            raise ConflictError(f"{last} comes from a run with other settings or data: "
+                                + "; ".join(diff + ([f"inputs changed: {', '.join(changed)}"] if changed else [])),
                                 "pass --overwrite to start over, or choose another --out")
         trainee.load_state_dict(state["trainee"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_numpy_rng_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         start, best = state["iteration"], state["best"]
+        if rank == 0:
+            _truncate_log(out / "metrics.jsonl", start)
         log(f"resuming {out} at iteration {start}/{cfg.iters}")
     elif cfg.overwrite:
         for p in (last, out / "best.pt", out / "metrics.jsonl"):
@@ -268,105 +283,174 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         pin_memory=device.type == "cuda", persistent_workers=False)
 
     # Loop ---------------------------------------------------------------------------------------
-    def save(it_done: int, path: Path):
-        save_checkpoint(path, {
+    def state_at(it_done: int) -> dict:
+        return {
             "model": trainee.model.state_dict(), "trainee": trainee.state_dict(), "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(), "iteration": it_done, "best": best, "settings": ident,
+            "scaler": scaler.state_dict(), "iteration": it_done, "best": dict(best), "settings": ident,
             "settings_hash": settings_hash(ident), "all_settings": settings or asdict(cfg), "inputs": inputs,
             "model_config": {"name": cfg.model, "num_classes": 19, "output_stride": cfg.output_stride, **extra},
             "classes": "cityscapes19", "versions": _versions(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        })
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
+        }
 
-    metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    # last.pt is written one step late: only once the next step's loss is finite is a state known to
+    # be healthy (a huge but finite update shows only then), so a diverging run never leaves a
+    # checkpoint that fails at once on resume.
+    pending, saved_at = None, start
+
+    def commit(state: dict) -> None:
+        nonlocal saved_at
+        save_checkpoint(last, state)
+        saved_at = state["iteration"]
+
+    metrics_file = open_append(out / "metrics.jsonl") if rank == 0 else None
     bar = _bar(cfg.iters, start) if rank == 0 else None
     wait, busy, t_mark = 0.0, 0.0, time.perf_counter()
-    it = start
-    try:
-        for batch in loader:
-            t_data = time.perf_counter()
-            wait += t_data - t_mark
-            lr = lr_at(cfg, it, epoch_iters)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            b = {k: _to(v, device) for k, v in batch.items()}
-            inputs_ = [b["src"]] + ([b["syn"]] if "syn" in b else [])
-            mixed = None
-            if target is not None:
-                inputs_.append(b["tgt"])
-                if cfg.adv_weight:
-                    mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
-                    mixed = class_mix(b["src"], b["lbl"], b["tgt"], b.get("pl"), mix_rng)
-                    inputs_.append(mixed[0])
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outs = net(inputs_)
-                parts = {"ce_src": cross_entropy(outs[0]["logits"], b["lbl"])}
-                loss = parts["ce_src"]
-                if "palette_latent" in outs[0] and cfg.lplr_weight:
-                    parts["lplr"] = trainee.model.lplr_loss(outs[0]["palette_latent"], b["lbl"])
-                    loss = loss + cfg.lplr_weight * parts["lplr"]
-                k = 1
-                if "syn" in b:
-                    parts["ce_syn"] = cross_entropy(outs[1]["logits"], b["lbl"])
-                    parts["sim"] = feature_similarity(outs[0]["features"], outs[1]["features"])
-                    loss = loss + parts["ce_syn"] - sim_w * parts["sim"]
-                    k = 2
-                if target is not None:
-                    if "pl" in b:
-                        parts["ce_pl"] = cross_entropy(outs[k]["logits"], b["pl"], weight=b["pl_w"])
-                        loss = loss + cfg.pl_weight * parts["ce_pl"]
-                    if mixed is not None:
-                        if (mixed[1] != 255).any():
-                            parts["ce_mix"] = cross_entropy(outs[k + 1]["logits"], mixed[1])
-                            loss = loss + parts["ce_mix"]
-                        domains = [torch.zeros_like(mixed[2]), torch.ones_like(mixed[2]), mixed[2]]
-                        feats = [outs[0]["features"], outs[k]["features"], outs[k + 1]["features"]]
-                        parts["adv"] = sum(trainee.disc(f, d) for f, d in zip(feats, domains)) / 3
-                        loss = loss + cfg.adv_weight * parts["adv"]
-            if not _all_finite(loss, world):
-                raise ZodiError(f"the loss became {loss.item()} at iteration {it}; the last good checkpoint is {last}"
-                                + ("" if last.exists() else " (none written yet)"),
-                                "lower --lr, set --grad-clip, or check the inputs; re-running resumes from it")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            it += 1
-            t_mark = time.perf_counter()
-            busy += t_mark - t_data
-            if rank == 0:
-                bar.update(1)
-                if it % cfg.log_every == 0 or it == cfg.iters:
-                    rec = {"iter": it, "lr": lr, "loss": loss.item(), **{k_: v.item() for k_, v in parts.items()},
-                           "sec_per_iter": (wait + busy) / cfg.log_every, "data_wait_share": wait / max(wait + busy, 1e-9)}
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    metrics_file.flush()
-                    wait = busy = 0.0
-            evaluate_now = cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iters)
-            if evaluate_now:
-                scores = _evaluate(cfg, trainee.model, device, dtype, rank, world)
+    it, in_step = start, False
+    with deferred_stop() as stop:
+        try:
+            for batch in loader:
+                in_step = True
+                t_data = time.perf_counter()
+                wait += t_data - t_mark
+                lr = lr_at(cfg, it, epoch_iters)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                b = {k: _to(v, device) for k, v in batch.items()}
+                loss, parts = _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device)
+                if not _all_finite(loss, world):
+                    raise _diverged(cfg, loss, it, last, saved_at)
+                if pending is not None and rank == 0:
+                    commit(pending)
+                pending = None
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                it += 1
+                t_mark = time.perf_counter()
+                busy += t_mark - t_data
                 if rank == 0:
-                    metrics_file.write(json.dumps({"iter": it, "eval": scores}) + "\n")
-                    metrics_file.flush()
-                    key = "target_val" if cfg.select_on == "target" else "val"
-                    if key in scores and scores[key]["miou"] > best["score"]:
-                        best.update(score=scores[key]["miou"], iteration=it)
-                        save(it, out / "best.pt")
-            if rank == 0 and (it % cfg.ckpt_every == 0 or it == cfg.iters):
-                save(it, last)
-            if world > 1:
-                torch.distributed.barrier()
-    finally:
-        if bar is not None:
-            bar.close()
-        if metrics_file:
-            metrics_file.close()
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+                    bar.update(1)
+                    if it % cfg.log_every == 0 or it == cfg.iters:
+                        rec = {"iter": it, "lr": lr, "loss": loss.item(), **{k_: v.item() for k_, v in parts.items()},
+                               "sec_per_iter": (wait + busy) / cfg.log_every, "data_wait_share": wait / max(wait + busy, 1e-9)}
+                        metrics_file.write(json.dumps(rec) + "\n")
+                        metrics_file.flush()
+                        wait = busy = 0.0
+                if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iters):
+                    scores = _evaluate(cfg, trainee.model, device, dtype, rank, world)
+                    if rank == 0:
+                        metrics_file.write(json.dumps({"iter": it, "eval": scores}) + "\n")
+                        metrics_file.flush()
+                        key = "target_val" if cfg.select_on == "target" else "val"
+                        if key in scores and scores[key]["miou"] > best["score"]:
+                            best.update(score=scores[key]["miou"], iteration=it)
+                            save_checkpoint(out / "best.pt", state_at(it))
+                if rank == 0 and it == cfg.iters:
+                    if not _finite_weights(trainee):
+                        raise _diverged(cfg, None, it, last, saved_at)
+                    commit(state_at(it))
+                elif rank == 0 and it % cfg.ckpt_every == 0:
+                    pending = _detached(state_at(it))
+                if world > 1:
+                    torch.distributed.barrier()
+                in_step = False
+                if stop.requested:
+                    raise stop.exception()
+        except BaseException as e:
+            # Stopped between steps (Ctrl-C, SIGTERM, a loader worker killed): keep the progress made.
+            stopped = isinstance(e, KeyboardInterrupt) or (stop.requested and isinstance(e, RuntimeError))
+            if rank == 0 and stopped and not in_step and it > saved_at and _finite_weights(trainee):
+                commit(state_at(it))
+                log(f"stopped at iteration {it}; saved {last}")
+            if stop.requested and not isinstance(e, KeyboardInterrupt):
+                raise stop.exception() from e
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if metrics_file:
+                metrics_file.close()
+            if world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
     return {"out": str(out), "iteration": it, "best": best, "resumed": start > 0, "done": it - start, "world_size": world}
+
+
+def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device):
+    """One step's forward pass: (total loss, its named parts)."""
+    inputs_ = [b["src"]] + ([b["syn"]] if "syn" in b else [])
+    mixed = None
+    if target is not None:
+        inputs_.append(b["tgt"])
+        if cfg.adv_weight:
+            mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
+            mixed = class_mix(b["src"], b["lbl"], b["tgt"], b.get("pl"), mix_rng)
+            inputs_.append(mixed[0])
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        outs = net(inputs_)
+        parts = {"ce_src": cross_entropy(outs[0]["logits"], b["lbl"])}
+        loss = parts["ce_src"]
+        if "palette_latent" in outs[0] and cfg.lplr_weight:
+            parts["lplr"] = trainee.model.lplr_loss(outs[0]["palette_latent"], b["lbl"])
+            loss = loss + cfg.lplr_weight * parts["lplr"]
+        k = 1
+        if "syn" in b:
+            parts["ce_syn"] = cross_entropy(outs[1]["logits"], b["lbl"])
+            parts["sim"] = feature_similarity(outs[0]["features"], outs[1]["features"])
+            loss = loss + parts["ce_syn"] - sim_w * parts["sim"]
+            k = 2
+        if target is not None:
+            if "pl" in b:
+                parts["ce_pl"] = cross_entropy(outs[k]["logits"], b["pl"], weight=b["pl_w"])
+                loss = loss + cfg.pl_weight * parts["ce_pl"]
+            if mixed is not None:
+                if (mixed[1] != 255).any():
+                    parts["ce_mix"] = cross_entropy(outs[k + 1]["logits"], mixed[1])
+                    loss = loss + parts["ce_mix"]
+                domains = [torch.zeros_like(mixed[2]), torch.ones_like(mixed[2]), mixed[2]]
+                feats = [outs[0]["features"], outs[k]["features"], outs[k + 1]["features"]]
+                parts["adv"] = sum(trainee.disc(f, d) for f, d in zip(feats, domains)) / 3
+                loss = loss + cfg.adv_weight * parts["adv"]
+    return loss, parts
+
+
+def _diverged(cfg, loss, it, last: Path, saved_at: int) -> ZodiError:
+    what = f"the loss became {loss.item()}" if loss is not None else "the weights became non-finite"
+    where = (f"the last healthy checkpoint is {last} (iteration {saved_at})" if last.exists()
+             else "no checkpoint was written yet")
+    return ZodiError(f"{what} at iteration {it}; {where}",
+                     f"to go on from it with other settings, start a new run from its weights: add '--init-from {last} "
+                     f"--out NEW_FOLDER' and lower --lr (now {cfg.lr:g}) or set --grad-clip" if last.exists()
+                     else f"lower --lr (now {cfg.lr:g}) or set --grad-clip, then re-run with --overwrite")
+
+
+def _finite_weights(trainee) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in trainee.parameters())
+
+
+def _detached(obj):
+    """A copy of a (nested) state dict on the CPU, unaffected by later steps."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _detached(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detached(v) for v in obj)
+    return obj
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drop the records a killed run wrote past its last checkpoint, so a resumed log has no duplicates."""
+    if not path.is_file():
+        return
+    check_not_link(path)
+    keep = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("iter", 0) <= iteration]
+    write_text(path, "".join(keep))
 
 
 def _feature_channels(model) -> int:

@@ -12,7 +12,7 @@ Schema (plain HDF5, readable with h5py or ``h5ls -r``)::
                            shard, fingerprint, schema
 
 Crash safety does not rely on HDF5 surviving a kill: the main file is only ever replaced whole
-(written to ``OUT.tmp``, then ``os.replace``). Finished items go, one batch per file, to
+(written to a fresh ``.OUT.*.tmp``, then ``os.replace``). Finished items go, one batch per file, to
 ``OUT.parts/`` the same way. A kill -9 therefore loses at most the batch in flight; the next run
 (or ``finish``) folds the parts into the main file, sorted by key, so the result does not depend
 on batch size, order, interruptions or sharding.
@@ -33,6 +33,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ConflictError, InputError
 from ..settings import canonical_json, diff_settings, settings_hash
+from .files import atomic_path, check_not_link, temporaries
 from .lock import WriterLock
 
 SCHEMA = 1
@@ -55,26 +56,10 @@ def library_versions() -> dict:
     return out
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_h5(path: Path, fill) -> None:
-    """Write an HDF5 file to ``path.tmp`` with ``fill(h5file)``, fsync, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    """Write an HDF5 file to a fresh temporary with ``fill(h5file)``, fsync, then rename over ``path``."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         fill(f)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _field_names(group: h5py.Group, prefix: str = "") -> list[str]:
@@ -382,8 +367,8 @@ class ArtifactWriter:
             self._lock.release()
 
     def _open(self) -> None:
-        stale = self.path.with_name(self.path.name + ".tmp")
-        if stale.exists():
+        check_not_link(self.parts)
+        for stale in temporaries(self.path):
             stale.unlink()
         if self.overwrite:
             self._remove_outputs()
@@ -407,7 +392,7 @@ class ArtifactWriter:
                 with h5py.File(p, "r") as f:
                     self._done.update(k.decode() if isinstance(k, bytes) else k for k in f["keys"][()])
                 self._seq = max(self._seq, int(p.stem.split("-")[-1]) + 1)
-            for t in self.parts.glob("*.tmp"):
+            for t in self.parts.glob(".*.tmp"):
                 t.unlink()
         extra = self._done - set(self.keys)
         if extra:

@@ -5,12 +5,14 @@ blocks a resume. The file names its holder, so a second writer can say who it is
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
 import time
 
 from ..errors import ConflictError
+from .files import refuse_link
 
 
 class WriterLock:
@@ -22,7 +24,12 @@ class WriterLock:
 
     def acquire(self) -> "WriterLock":
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:       # O_NOFOLLOW: a link planted at OUT.lock must not get its target truncated
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise refuse_link(self.path) from None
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
