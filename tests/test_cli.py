@@ -66,7 +66,7 @@ def test_bad_inputs_give_one_clear_line(cli, toy_env, tmp_path, baseline_preds):
         (["evaluate", "--pred", preds, "--dataset", "toy:fog:val"], "have no prediction", "GOPR"),
         (["evaluate", "--pred", preds, "--dataset", "toy:clear:train"], "have no prediction", "toytown_"),
         (["info", notzodi], "not a zodi artifact", ""),
-        (["info", tmp_path / "junk.h5"], "not a readable HDF5 file", ""),
+        (["info", tmp_path / "junk.h5"], "is not an HDF5 file", "written by a zodi command"),
         (["baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", tmp_path / "s.h5", "--shard", "5/2"], "out of range", "0 <= i < N"),
         (["baseline", "predict", "--model", model, "--src", "toy:clear:val", "--out", tmp_path / "s.h5", "--shard", "a/b"], "not of the form i/N", ""),
         (["baseline", "predict", "--model", tmp_path / "nomodel.npz", "--src", "toy:clear:val", "--out", tmp_path / "s.h5"], "does not exist", "baseline fit"),

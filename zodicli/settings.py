@@ -51,24 +51,33 @@ def diff_settings(old: dict, new: dict) -> list[str]:
     return out
 
 
-def load_config(path: str | Path, allowed: set[str], command: str) -> dict:
-    """Read a YAML settings file for ``command``; unknown keys are an error."""
+def load_config(path: str | Path, allowed: set[str], command: str, sections: set[str] = frozenset()) -> dict:
+    """Read a YAML settings file for ``command``; unknown keys are an error. A file may hold one
+    section per command (``{evaluate: {...}, train-seg: {...}}``; ``sections`` names the commands)."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"config file {p} does not exist", "pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise InputError(f"config file {p} is not UTF-8 text (byte {e.start})", "save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise InputError(f"config file {p} is not valid YAML{where}", "fix the syntax") from None
     if not isinstance(data, dict):
         raise InputError(f"config file {p} must hold a mapping of option: value", "see README 'Settings'")
-    # A file may hold sections per command ({evaluate: {...}, translate: {...}}).
-    if command in data and isinstance(data[command], dict):
-        data = data[command]
+    spellings = {command, command.replace("-", "_")}
+    found = [k for k in data if str(k) in spellings and isinstance(data[k], dict)]
+    if found:
+        data = data[found[0]]
+    else:
+        present = sorted(str(k) for k, v in data.items() if isinstance(v, dict) and str(k).replace("_", "-") in sections)
+        if present:
+            raise InputError(f"config file {p} has sections for {', '.join(present)} but none for '{command}'",
+                             f"add a '{command}:' section, or pass a file for this command")
     norm = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(norm) - allowed)
     if unknown:

@@ -11,9 +11,26 @@ from ..settings import load_config
 
 def _load_config(ctx: click.Context, param, value):
     if value:
-        allowed = {p.name for p in ctx.command.params if p.name not in ("config", "help")}
-        ctx.default_map = {**(ctx.default_map or {}), **load_config(value, allowed, ctx.command.name)}
+        from ..cli import COMMANDS
+
+        params = {p.name: p for p in ctx.command.params if p.name not in ("config", "help")}
+        values = load_config(value, set(params), ctx.command.name, set(COMMANDS))
+        for name, v in values.items():
+            _check_yaml_value(value, params[name], v)
+        ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
+
+
+def _check_yaml_value(path, param: click.Parameter, v) -> None:
+    """YAML values that click would quietly bend: a float for an integer option, a string for a list."""
+    from ..errors import InputError
+
+    key = param.name.replace("_", "-")
+    if getattr(param, "multiple", False) and not isinstance(v, list):
+        raise InputError(f"config file {path}: '{key}' must be a list", f"e.g. {key}: [{v!r}]")
+    if isinstance(param.type, (click.types.IntParamType, click.IntRange)) and not getattr(param, "multiple", False):
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()) or not isinstance(v, (int, float, str)):
+            raise InputError(f"config file {path}: '{key}' must be an integer, not {v!r}", f"e.g. {key}: {int(v) if isinstance(v, float) else 1}")
 
 
 def config_option(f):

@@ -12,16 +12,20 @@ class Size(click.ParamType):
     name = "HxW"
 
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, tuple):
+        if value is None:
             return value
-        if isinstance(value, (list,)) and len(value) == 2:
-            return tuple(int(v) for v in value)
-        if str(value).lower() == "none":
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            h, w = value
+        elif str(value).lower() == "none":
             return None
-        m = re.fullmatch(r"(\d+)[xX](\d+)", str(value).strip())
-        if not m:
-            self.fail(f"{value!r} is not HxW (e.g. 512x1024) or 'none'", param, ctx)
-        return int(m[1]), int(m[2])
+        else:
+            m = re.fullmatch(r"(\d+)[xX](\d+)", str(value).strip())
+            if not m:
+                self.fail(f"{value!r} is not HxW (e.g. 512x1024) or 'none'", param, ctx)
+            h, w = int(m[1]), int(m[2])
+        if h < 1 or w < 1:
+            self.fail(f"{value!r}: both sides must be at least 1 pixel (e.g. 512x1024)", param, ctx)
+        return h, w
 
 
 SIZE = Size()

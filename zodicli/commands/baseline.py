@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ._options import (config_option, data_root_option, emit_json, json_option, overwrite_option,
-                       resolved_settings, shard_option)
+from ._options import (allow_partial_option, config_option, data_root_option, emit_json, json_option,
+                       overwrite_option, resolved_settings, shard_option)
 
 
 @click.group("baseline")
@@ -16,14 +16,15 @@ def command():
 @click.option("--train", "train_spec", required=True, help="Labelled dataset to count colours on, e.g. toy:clear:train.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file (.npz).")
 @data_root_option
+@allow_partial_option
 @json_option
 @config_option
-def fit(train_spec, out, data_root, json_output, config):
+def fit(train_spec, out, data_root, allow_partial, json_output, config):
     """Count class frequencies per quantised colour and image band."""
     from ..data.registry import open_dataset
     from ..seg.pixel_baseline import PixelBaseline
 
-    ds = open_dataset(train_spec, data_root=data_root)
+    ds = open_dataset(train_spec, data_root=data_root, allow_partial=allow_partial)
     model = PixelBaseline.fit(ds)
     model.save(out)
     info = {"model": out, "train": train_spec, "images": len(ds), "pixels": int(model.counts.sum())}
@@ -38,9 +39,10 @@ def fit(train_spec, out, data_root, json_output, config):
 @data_root_option
 @shard_option
 @overwrite_option
+@allow_partial_option
 @json_option
 @config_option
-def predict(model, src, out, batch_size, data_root, shard, overwrite, json_output, config):
+def predict(model, src, out, batch_size, data_root, shard, overwrite, allow_partial, json_output, config):
     """Write a preds artifact; resumable and shardable like every per-item command."""
     from ..data.registry import open_dataset
     from ..pipeline.loop import run_per_item
@@ -49,7 +51,7 @@ def predict(model, src, out, batch_size, data_root, shard, overwrite, json_outpu
 
     ctx = click.get_current_context()
     m = PixelBaseline.load(model)
-    ds = open_dataset(src, data_root=data_root)
+    ds = open_dataset(src, data_root=data_root, allow_partial=allow_partial)
 
     def work(keys):
         out_ = [m.predict(ds.image(k)) for k in keys]

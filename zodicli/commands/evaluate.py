@@ -74,3 +74,7 @@ def command(pred, checkpoint, dataset, out, size, window, stride, flip, features
         emit_json({k: v for k, v in result.items() if k != "confusion"})
     else:
         click.echo(format_table(result))
+    if "report_error" in result:
+        from ..errors import ZodiError
+
+        raise ZodiError(f"the scores are above, but the report was not written: {result['report_error']}")

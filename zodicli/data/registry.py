@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -92,6 +93,12 @@ class Union(Dataset):
     def keys(self):
         return self._keys
 
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(b"union")
+        for part in self.parts:
+            h.update(part.fingerprint().encode())
+        return h.hexdigest()[:16]
+
     def image(self, key):
         return self._owner[key].image(key)
 
@@ -112,9 +119,24 @@ class FileDataset(Dataset):
         self._pairs = pairs
         self._keys = sorted(pairs)
         self._decode = decode
+        self._fingerprint: str | None = None
 
     def keys(self):
         return self._keys
+
+    def fingerprint(self) -> str:
+        """Keys plus each file's size and first 4 KiB: another dataset under the same keys (another
+        city, re-rendered images) is a different input, while a copy elsewhere (node-local scratch,
+        whatever its mtimes) is the same one."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(type(self).__name__.encode())
+            for k in self._keys:
+                h.update(k.encode() + b"\0")
+                for path in self._pairs[k]:
+                    if path is not None:
+                        h.update(file_signature(path))
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def paths(self, key: str) -> tuple[Path, Path | None]:
         try:
@@ -127,29 +149,57 @@ class FileDataset(Dataset):
 
     def label(self, key):
         path = self.paths(key)[1]
-        return None if path is None else self._decode(read_label(path))
+        if path is None:
+            return None
+        raw = read_label(path)
+        warn_unknown_ids(path, raw, self._decode, self.spec)
+        return self._decode(raw)
 
     @property
     def has_labels(self):
         return any(lbl is not None for _, lbl in self._pairs.values())
 
 
+def file_signature(path: Path, head: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return size.to_bytes(8, "little") + hashlib.sha256(f.read(head)).digest()
+    except OSError as e:
+        raise InputError(f"cannot read {path} ({e.strerror})", "check the dataset's files and their permissions") from None
+
+
 def decode_label_ids(a: np.ndarray) -> np.ndarray:
-    """Cityscapes/GTA5 label ids -> train ids."""
-    if a.dtype != np.uint8 and a.max(initial=0) >= 256:
-        _bad_ids(a)
-    return np.take(classsets.label_id_to_train_id(), a)
+    """Cityscapes/GTA5 label ids (0-33) -> train ids; any other id -> 255 (ignore)."""
+    return np.take(classsets.label_id_to_train_id(), np.minimum(a, 255))
 
 
 def decode_train_ids(a: np.ndarray) -> np.ndarray:
-    out = a.astype(np.uint8)
+    """Train ids (0-18, 255 = ignore) as stored; any other value -> 255."""
+    out = np.minimum(a, 255).astype(np.uint8)
     out[(a >= 19) & (a != 255)] = 255
     return out
 
 
-def _bad_ids(a):
-    raise InputError(f"label ids up to {int(a.max())} found where Cityscapes label ids (< 34) were expected",
-                     "check the label encoding of the dataset")
+# The ids each stored encoding defines; anything else becomes ignore, with a warning.
+decode_label_ids.unknown = lambda a: a >= 34
+decode_train_ids.unknown = lambda a: (a >= 19) & (a != 255)
+_warned: set[str] = set()
+
+
+def warn_unknown_ids(path, a: np.ndarray, decode, what: str) -> None:
+    """Tell once per dataset that a label file holds ids outside its encoding, and how many pixels."""
+    unknown = getattr(decode, "unknown", None)
+    if unknown is None or what in _warned:
+        return
+    mask = unknown(a)
+    if mask.any():
+        _warned.add(what)
+        ids = np.unique(a[mask])
+        shown = ", ".join(map(str, ids[:5].tolist())) + (", ..." if len(ids) > 5 else "")
+        print(f"zodi: warning: {path} holds ids outside the {decode.__name__.removeprefix('decode_')} encoding "
+              f"({shown}) on {mask.mean():.1%} of its pixels; they count as ignore (check the label encoding; "
+              f"reported for the first such file of {what} only)", file=sys.stderr)
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:

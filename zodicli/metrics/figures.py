@@ -28,7 +28,7 @@ def confusion_png(path, counts: np.ndarray, names, cell: int = 22) -> None:
     for j in range(counts.shape[1]):
         d.text((margin_l + j * cell + 4, margin_t - 16), "ign" if j == c else str(j), fill="black")
     d.text((margin_l, 4), "ground truth (rows) vs prediction (columns), % of row", fill="black")
-    im.save(path)
+    im.save(path, format="PNG")
 
 
 def contact_sheet(path, rows, palette_name: str = "cityscapes") -> None:
@@ -50,4 +50,4 @@ def contact_sheet(path, rows, palette_name: str = "cityscapes") -> None:
     for (key, *_), tile in zip(rows, tiles):
         d.text((3, y + 2), str(key), fill="white")
         y += tile.shape[0]
-    sheet.save(path)
+    sheet.save(path, format="PNG")

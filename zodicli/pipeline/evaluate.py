@@ -10,7 +10,8 @@ import numpy as np
 from ..data import classsets
 from ..data.images import key_of, read_label
 from ..data.registry import decode_label_ids, decode_train_ids, open_dataset
-from ..errors import InputError
+from ..errors import InputError, os_error_message
+from ..store.files import atomic_path, write_text
 from ..metrics.confusion import ConfusionMatrix
 from .loop import bounded_map, progress
 
@@ -33,7 +34,8 @@ class _Predictions:
             if not files:
                 raise InputError(f"prediction folder {p} holds no PNG files", "write one label PNG per image, named after it")
             self.keys = set(files)
-            self._get = lambda k: PRED_ENCODINGS[encoding](read_label(files[k]))
+            hint = "write predictions as single-channel train-id PNGs (label ids with --pred-encoding labelid)"
+            self._get = lambda k: PRED_ENCODINGS[encoding](read_label(files[k], hint))
             self.fingerprint = f"folder:{len(files)}"
         else:
             from ..store import Artifact
@@ -94,9 +96,18 @@ def evaluate(pred: str, dataset: str, classes: str = "cityscapes19", pred_encodi
     scores = cm.scores(cset.names, cset.eval_ids)
     result = {"dataset": dataset, "predictions": str(pred), "classes": classes, "n_images": len(keys), **scores,
               "confusion": cm.counts.tolist(), "class_names": list(cset.names)}
+    outside = cm.counts[:, -1].sum() / max(cm.counts.sum(), 1)
+    if outside > 0.5:
+        hint = ("if they are label-id PNGs, pass --pred-encoding labelid" if pred_encoding == "trainid" and Path(pred).is_dir()
+                else "check that the predictions use the class set of --classes")
+        print(f"zodi: warning: {outside:.0%} of the labelled pixels are predicted outside the {cset.num_classes} "
+              f"classes ({hint})", file=sys.stderr)
     if report_dir:
-        write_report(Path(report_dir), result, cm, cset.names)
-        result["report_dir"] = str(report_dir)
+        try:
+            write_report(Path(report_dir), result, cm, cset.names)
+            result["report_dir"] = str(report_dir)
+        except OSError as e:            # the scores still reach stdout; the command then fails
+            result["report_error"] = os_error_message(e) or f"{report_dir}: {e.strerror or e}"
     return result
 
 
@@ -104,12 +115,14 @@ def write_report(folder: Path, result: dict, cm: ConfusionMatrix, names) -> None
     from ..metrics.figures import confusion_png
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text(folder / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     header = "gt\\pred," + ",".join(list(names) + ["ignore"])
     lines = [header] + [f"{names[i]}," + ",".join(map(str, row)) for i, row in enumerate(cm.counts.tolist())]
-    (folder / "confusion.csv").write_text("\n".join(lines) + "\n")
-    np.save(folder / "confusion.npy", cm.counts)
-    confusion_png(folder / "confusion.png", cm.counts, names)
+    write_text(folder / "confusion.csv", "\n".join(lines) + "\n")
+    with atomic_path(folder / "confusion.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, cm.counts)
+    with atomic_path(folder / "confusion.png") as tmp:
+        confusion_png(tmp, cm.counts, names)
 
 
 def format_table(result: dict) -> str:

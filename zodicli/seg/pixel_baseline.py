@@ -62,7 +62,10 @@ class PixelBaseline:
         return self._lut[0][idx], self._lut[1][idx]
 
     def save(self, path) -> None:
-        np.savez_compressed(path, counts=self.counts, train_spec=self.train_spec, bits=BITS, bands=BANDS)
+        from ..store.files import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, counts=self.counts, train_spec=self.train_spec, bits=BITS, bands=BANDS)
 
     @classmethod
     def load(cls, path) -> "PixelBaseline":

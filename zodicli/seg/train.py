@@ -162,8 +162,10 @@ def class_mix(src, lbl, tgt, pl, rng: torch.Generator):
 
 
 def _ddp_env():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+    from ..store.shards import env_int
+
+    env = os.environ
+    return env_int(env, "RANK", 0), env_int(env, "WORLD_SIZE", 1), env_int(env, "LOCAL_RANK", 0)
 
 
 def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:

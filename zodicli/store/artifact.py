@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..errors import ConflictError, InputError
+from ..errors import ConflictError, InputError, one_line
 from ..settings import canonical_json, diff_settings, settings_hash
 from .files import atomic_path, check_not_link, temporaries
 from .lock import WriterLock
@@ -115,6 +115,13 @@ def _write_attrs(f: h5py.File, meta: dict) -> None:
     f.attrs["zodi_field_attrs"] = canonical_json(meta.get("field_attrs") or {})
 
 
+def unreadable(path: Path, e: OSError) -> InputError:
+    if not h5py.is_hdf5(path):
+        return InputError(f"{path} is not an HDF5 file", "pass an artifact (.h5) written by a zodi command")
+    return InputError(f"{path} is a damaged HDF5 file ({one_line(str(e))})",
+                      "re-run the command that made it (with --overwrite)")
+
+
 def content_fingerprint(settings_hash_: str, inputs: Mapping, keys: Iterable[str]) -> str:
     """What downstream commands record for this artifact as one of their inputs."""
     import hashlib
@@ -147,7 +154,7 @@ class Artifact:
         try:
             f = self.file
         except OSError as e:
-            raise InputError(f"{self.path} is not a readable HDF5 file ({e})", "re-create it") from None
+            raise unreadable(self.path, e) from None
         self.meta = _read_attrs(f)
         if not self.meta:
             raise InputError(f"{self.path} is an HDF5 file but not a zodi artifact", "pass a file written by zodi")
@@ -348,6 +355,7 @@ class ArtifactWriter:
         self._lock = WriterLock(self.path, f"zodi {command}")
         self._done: set[str] = set()
         self._seq = 0
+        self._created = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "ArtifactWriter":
@@ -360,9 +368,11 @@ class ArtifactWriter:
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         try:
             self.finish()
+            if exc_type is not None and self._created and not self._done:   # failed before its first item:
+                self._remove_outputs()                                        # leave nothing behind
         finally:
             self._lock.release()
 
@@ -378,7 +388,7 @@ class ArtifactWriter:
                     old = _read_attrs(f)
                     keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][()]] if "keys" in f else []
             except OSError as e:
-                raise InputError(f"{self.path} exists but is not a readable HDF5 file ({e})",
+                raise InputError(f"{self.path} exists but is not a readable HDF5 file ({one_line(str(e))})",
                                  "move it away or pass --overwrite") from None
             if not old:
                 raise ConflictError(f"{self.path} exists and is not a zodi artifact", "choose another --out or pass --overwrite")
@@ -386,6 +396,8 @@ class ArtifactWriter:
             self.meta["created"] = old["created"]
             self._done.update(keys)
         else:
+            self._refuse_unmerged_shards()
+            self._created = True
             _atomic_h5(self.path, lambda f: (f.create_dataset("keys", shape=(0,), dtype=STR), _write_attrs(f, self.meta)))
         if self.parts.is_dir():
             for p in sorted(self.parts.glob("*.h5")):
@@ -398,6 +410,19 @@ class ArtifactWriter:
         if extra:
             raise ConflictError(f"{self.path} holds {len(extra)} item(s) not in this run's input (e.g. {sorted(extra)[0]!r})",
                                 "pass --overwrite to start over")
+
+    def _refuse_unmerged_shards(self) -> None:
+        """An unsharded run beside the shards of a sharded one would silently redo all their work."""
+        from .shards import find_shards
+
+        if self.meta["shard"] or self.overwrite:
+            return
+        try:
+            n, _ = find_shards(self.path)
+        except InputError:
+            return
+        raise ConflictError(f"{self.path} was started as {n} shards and is not merged yet",
+                            f"run 'zodi merge {self.path}' first (or pass --overwrite to redo it unsharded)")
 
     def _check_same(self, old: dict) -> None:
         problems = diff_settings(old["settings"], self.meta["settings"])

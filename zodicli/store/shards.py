@@ -8,6 +8,20 @@ from pathlib import Path
 from ..errors import InputError
 
 
+MAX_SHARDS = 100_000
+
+
+def env_int(env, name: str, default: int | None = None) -> int:
+    """An integer environment variable (Slurm's, torchrun's), or one line naming it."""
+    value = env.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={value!r} is not an integer", f"unset or fix {name}, or pass --shard i/N") from None
+
+
 def parse_shard(spec: str | None, env=None) -> tuple[int, int] | None:
     """``"i/N"`` (0 <= i < N) or ``"auto"`` -> ``(i, N)``; ``None``/``"1/1"``-like -> ``None``.
 
@@ -19,10 +33,10 @@ def parse_shard(spec: str | None, env=None) -> tuple[int, int] | None:
     env = os.environ if env is None else env
     if spec == "auto":
         if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-            i = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-            n = int(env["SLURM_ARRAY_TASK_COUNT"])
+            i = env_int(env, "SLURM_ARRAY_TASK_ID") - env_int(env, "SLURM_ARRAY_TASK_MIN", 0)
+            n = env_int(env, "SLURM_ARRAY_TASK_COUNT")
         elif "RANK" in env and "WORLD_SIZE" in env:
-            i, n = int(env["RANK"]), int(env["WORLD_SIZE"])
+            i, n = env_int(env, "RANK"), env_int(env, "WORLD_SIZE")
         else:
             raise InputError(
                 "--shard auto found neither SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT nor RANK/WORLD_SIZE",
@@ -35,6 +49,8 @@ def parse_shard(spec: str | None, env=None) -> tuple[int, int] | None:
         i, n = int(m[1]), int(m[2])
     if n < 1 or not 0 <= i < n:
         raise InputError(f"--shard {i}/{n} is out of range", f"use 0 <= i < N, e.g. --shard 0/{max(n, 1)}")
+    if n > MAX_SHARDS:
+        raise InputError(f"--shard {i}/{n}: at most {MAX_SHARDS:,} shards", "split the work into fewer shards")
     return None if n == 1 else (i, n)
 
 
