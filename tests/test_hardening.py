@@ -244,3 +244,190 @@ def test_sigterm_in_translate_folds_finished_items(tmp_path, toy_env):
     assert proc.returncode == 143 and "zodi: terminated; finished items are kept" in err
     a = Artifact(out, allow_partial=True)
     assert 1 <= len(a) < 8 and not a.complete and not parts.exists()
+
+
+# --- inputs that changed under a resume -----------------------------------------------------------
+
+def test_resuming_on_another_city_with_the_same_keys_is_refused(tmp_path, toy_root, monkeypatch):
+    from zodicli.data.registry import open_dataset
+    from zodicli.data.toy import make_toy
+    from zodicli.seg.train import train
+    from zodicli.store import ArtifactWriter
+
+    other = tmp_path / "other"
+    make_toy(other, n_train=8, n_val=4, seed=99)
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(toy_root))
+    a = open_dataset("toy:clear:train")
+    with ArtifactWriter(tmp_path / "t.h5", "translate", {"x": 1}, {"src": a.fingerprint()}, a.keys()) as w:
+        w.write(a.keys()[:2], {"images": [a.image(k) for k in a.keys()[:2]]})       # interrupted after 2 items
+    train(_cfg(tmp_path, iters=2, ckpt_every=1))
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(other))
+    b = open_dataset("toy:clear:train")
+    assert b.keys() == a.keys() and b.fingerprint() != a.fingerprint()
+    with pytest.raises(ConflictError, match="made with other settings: inputs changed: src"):
+        ArtifactWriter(tmp_path / "t.h5", "translate", {"x": 1}, {"src": b.fingerprint()}, b.keys()).__enter__()
+    with pytest.raises(ConflictError, match="other settings or data: inputs changed: source"):
+        train(_cfg(tmp_path, iters=2, ckpt_every=1))      # the finished run, re-run on the other city
+
+
+def test_a_copy_of_a_dataset_elsewhere_keeps_its_fingerprint(tmp_path, toy_root, monkeypatch):
+    import shutil
+
+    from zodicli.data.registry import open_dataset
+
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(toy_root))
+    before = open_dataset("toy:fog:val").fingerprint()
+    shutil.copytree(toy_root, tmp_path / "scratch", copy_function=shutil.copyfile)     # new mtimes, as `cp -r` gives
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(tmp_path / "scratch"))
+    assert open_dataset("toy:fog:val").fingerprint() == before
+
+
+# --- image and label files ---------------------------------------------------------------------------
+
+def test_16_bit_greyscale_images_are_scaled_to_8_bits(tmp_path):
+    from PIL import Image
+
+    from zodicli.data.images import read_rgb
+
+    a = (np.arange(32 * 48).reshape(32, 48) * 42).astype(np.uint16)         # 0 .. 64,470
+    Image.fromarray(a).save(tmp_path / "ir.png")
+    rgb = read_rgb(tmp_path / "ir.png")
+    expected = np.floor(a / 257 + 0.5).astype(np.uint8)                      # round(v / 257)
+    assert rgb.shape == (32, 48, 3) and rgb.dtype == np.uint8
+    assert all(np.array_equal(rgb[..., c], expected) for c in range(3))
+    assert rgb[0, 1, 0] == 0 and rgb[-1, -1, 0] == 251                      # 42 / 257 -> 0; 64470 / 257 -> 250.9
+
+
+def test_truncated_and_oversized_images_name_the_file(cli, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from zodicli.data.images import read_rgb
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.png is not a readable image"):
+        read_rgb(tmp_path / "cut.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)                       # 64x64 = 2 x 2,048: a "bomb" now
+    with pytest.raises(InputError, match=r"a\.png is too large to decode safely"):
+        read_rgb(tmp_path / "a.png")
+
+
+def test_label_ids_outside_the_table_warn_with_their_share(tmp_path, capsys):
+    from PIL import Image
+
+    from zodicli.data import registry
+    from zodicli.data.registry import open_dataset
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lbl").mkdir()
+    lbl8 = np.full((10, 10), 7, np.uint8)          # road
+    lbl8[0, :5] = 200                              # 5 % of the pixels
+    lbl16 = np.full((10, 10), 7, np.uint16)
+    lbl16[:3] = 300                                # 30 %
+    for name, lbl in (("a", lbl8), ("b", lbl16)):
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "img" / f"{name}.png")
+        Image.fromarray(lbl).save(tmp_path / "lbl" / f"{name}.png")
+    registry._warned.clear()
+    ds = open_dataset(f"folder:{tmp_path / 'img'}:{tmp_path / 'lbl'}:labelid")
+    a = ds.label("a")
+    assert (a[0, :5] == 255).all() and (a[1:] == 0).all()
+    err = capsys.readouterr().err
+    assert "a.png holds ids outside the label_ids encoding (200) on 5.0% of its pixels; they count as ignore" in err
+    b = ds.label("b")                               # 16-bit ids past 255 are no longer an error, and not repeated
+    assert (b[:3] == 255).all() and (b[3:] == 0).all() and capsys.readouterr().err == ""
+
+
+def test_label_id_predictions_scored_as_train_ids_get_a_warning(cli, toy_env, tmp_path):
+    from zodicli.data.images import write_png
+    from zodicli.data.registry import open_dataset
+
+    ds = open_dataset("toy:clear:val")
+    to_label_id = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33] + [0] * 237, np.uint8)
+    for k in ds.keys():
+        write_png(tmp_path / "preds" / f"{k}.png", to_label_id[ds.label(k)])        # perfect, but as label ids
+    code, out, err = cli("evaluate", "--pred", tmp_path / "preds", "--dataset", "toy:clear:val")
+    assert code == 0 and "ids outside the trainid encoding and count as ignore (if they are label-id PNGs, pass --pred-encoding labelid)" in err
+    code, out, err = cli("evaluate", "--pred", tmp_path / "preds", "--dataset", "toy:clear:val", "--pred-encoding", "labelid",
+                         "--json")
+    assert code == 0 and json.loads(out)["miou"] == 100.0 and "warning" not in err
+
+
+# --- faults of the machine ---------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _run(*args, **kw):
+    return subprocess.run([ZODI, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **kw})
+
+
+def test_a_full_disk_gives_one_line_keeps_finished_work_and_resumes(tmp_path, toy_root, small_disk):
+    env = {"ZODI_TOY_ROOT": str(toy_root)}
+    assert _run("baseline", "fit", "--train", "toy:clear:train", "--out", tmp_path / "bl.npz", **env).returncode == 0
+    args = ["baseline", "predict", "--model", tmp_path / "bl.npz", "--src", "toy:fog:train", "--batch-size", "2"]
+    r = _run(*args, "--out", small_disk / "p.h5", **env)
+    assert r.returncode == 1, r.stderr                               # not a segfault
+    assert r.stderr.count("\n") == 1 and "zodi: error: not enough space to write" in r.stderr and "MiB are free" in r.stderr
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
+    kept = len(list((small_disk / "p.h5.parts").glob("part-*.h5")))
+    assert kept >= 1
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    r = _run(*args, "--out", small_disk / "p.h5", "--json", **env)
+    assert r.returncode == 0 and json.loads(r.stdout)["reused"] == 2 * kept
+    assert _run(*args, "--out", tmp_path / "ref.h5", **env).returncode == 0
+    from zodicli.store import Artifact
+
+    a, b = Artifact(small_disk / "p.h5"), Artifact(tmp_path / "ref.h5")
+    assert a.keys == b.keys and all(np.array_equal(a.get("preds", k), b.get("preds", k)) for k in a.keys)
+
+
+def test_a_full_disk_during_train_seg_names_the_space_needed(tmp_path, toy_root, small_disk):
+    r = _run("train-seg", "--model", "deeplabv3plus_r18", "--source", "toy:clear:train", "--crop", "32x64", "--resize", "none",
+             "--batch-size", "2", "--num-workers", "0", "--iters", "2", "--ckpt-every", "1", "--out", small_disk / "run",
+             ZODI_TOY_ROOT=str(toy_root))
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("zodi: error: not enough space to write")
+    assert "last.pt: it needs about" in r.stderr and "internal error" not in r.stderr
+    assert sorted(p.name for p in (small_disk / "run").iterdir()) == ["metrics.jsonl"]
+
+
+def test_a_read_only_report_dir_still_prints_the_table(cli, toy_env, tmp_path, monkeypatch):
+    from zodicli.data.images import write_png
+    from zodicli.data.registry import open_dataset
+    from zodicli.store import files
+
+    ds = open_dataset("toy:clear:val")
+    for k in ds.keys():
+        write_png(tmp_path / "preds" / f"{k}.png", ds.label(k))
+
+    def read_only(*a, **kw):
+        raise OSError(30, "Read-only file system", str(tmp_path / "rep"))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    code, out, err = cli("evaluate", "--pred", tmp_path / "preds", "--dataset", "toy:clear:val", "--report-dir", tmp_path / "rep")
+    assert code == 1 and "mIoU" in out and "100.00" in out
+    assert err.strip() == (f"zodi: error: the scores are above, but the report was not written: {tmp_path / 'rep'} "
+                           "is on a read-only file system, so it is not writable (choose another --out)")
+
+
+def test_a_bad_image_in_a_loader_worker_is_one_short_line(tmp_path, toy_root):
+    import shutil
+
+    city = tmp_path / "city"
+    shutil.copytree(toy_root, city)
+    victim = sorted((city / "cityscapes/leftImg8bit/train").rglob("*.png"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    r = _run("train-seg", "--model", "deeplabv3plus_r18", "--source", "toy:clear:train", "--crop", "32x64", "--resize", "none",
+             "--batch-size", "2", "--num-workers", "1", "--iters", "4", "--out", tmp_path / "run", ZODI_TOY_ROOT=str(city))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[-1].startswith(f"zodi: error: {victim} is not a readable image"), r.stderr
+    assert len(lines[-1]) < 400 and "Traceback" not in r.stderr

@@ -30,6 +30,10 @@ class ConflictError(ZodiError):
     """The output exists with other settings, or another writer holds it."""
 
 
+class OutOfSpace(ZodiError):
+    """The output's file system lacks the space a write needs."""
+
+
 def debug_enabled() -> bool:
     return os.environ.get("ZODI_DEBUG", "") not in ("", "0")
 

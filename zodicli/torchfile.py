@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .store.files import atomic_path
+from .store.files import atomic_path, check_space
 
 
 def plain(obj):
@@ -30,6 +30,7 @@ def save_state(path, state: dict) -> None:
     """Atomically, through a fresh temporary; a full disk raises OSError(ENOSPC)."""
     buf = io.BytesIO()              # torch.save hides a full disk behind "unexpected pos"; a plain write says ENOSPC
     torch.save(plain(state), buf)
+    check_space(path, buf.getbuffer().nbytes, "free some space, then re-run; the last checkpoint written is kept")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(buf.getbuffer())
 

@@ -25,6 +25,7 @@ CPU_RUNS = {  # name: (script, arguments)
     "train": ("bench_train.py", []),
     "translate": ("bench_translate.py", []),
     "translate-b8": ("bench_translate.py", ["--batch", "8"]),   # eight rows per model call, as the toy yamls run
+    "store": ("bench_store.py", []),
 }
 GPU_RUNS = {
     **{f"train-gpu-{amp}": ("bench_train.py", ["--model", "deeplabv3plus_r50", "--size", "384x768", "--batch", "4",
@@ -45,6 +46,8 @@ ROWS = [  # (run, figure, label, target, format)
     ("translate-b8", "zodi_vs_diffusers_images_per_s", "translate at --compute-batch 8 vs the same diffusers per-image loop, images/s",
      ">= 1", "{:.2f}x"),
     ("translate-b8", "wall_over_model_calls", "translate at --compute-batch 8: wall time / model call time", "<= 1.10", "{:.3f}"),
+    ("store", "checksum_write_cost", "artifacts: folding rows with fletcher32 checksums / without, time", "", "{:.3f}"),
+    ("store", "checksum_read_cost", "artifacts: reading rows with fletcher32 checksums / without, time", "", "{:.3f}"),
 ]
 
 

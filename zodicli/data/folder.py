@@ -1,5 +1,6 @@
-"""Any image folder (``folder:IMAGES[:LABELS[:trainid|labelid|color]]``) and a zodi artifact
-(``h5:PATH``, its ``images`` and ``labels`` fields) used as datasets."""
+"""Any image folder (``folder:IMAGES[:LABELS[:trainid|labelid|color]]``; a ':' or '+' inside a path
+is written ``\\:`` or ``\\+``) and a zodi artifact (``h5:PATH``, its ``images`` and ``labels`` fields)
+used as datasets."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,7 +57,8 @@ def folder(args, dtype=None, **_):
     labels = Path(args[1]) if len(args) > 1 and args[1] else None
     encoding = args[2] if len(args) > 2 and args[2] else "trainid"
     if encoding not in DECODERS:
-        raise InputError(f"unknown label encoding {encoding!r}", "choose trainid, labelid or color")
+        raise InputError(f"unknown label encoding {encoding!r} in the folder spec",
+                         "choose trainid, labelid or color; a ':' inside a path is written '\\:'")
     if not images.is_dir():
         raise InputError(f"image folder {images} does not exist", f"expected layout: {dtype.layout}")
     imgs = _files(images)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,18 +249,31 @@ def open_dataset(spec: str, data_root: str | os.PathLike | None = None, allow_pa
     _load_all()
     if not spec:
         raise InputError("empty dataset spec", "e.g. cityscapes:val, acdc:fog:val, gta5, h5:FILE, toy:fog:val")
-    if "+" in spec and not (spec.startswith("h5:") and Path(spec[3:]).exists()):
-        ds = Union([open_dataset(part, data_root, allow_partial) for part in spec.split("+")])
+    union = _split(spec, "+")
+    if len(union) > 1 and not (spec.startswith("h5:") and Path(spec[3:]).exists()):
+        ds = Union([open_dataset(part, data_root, allow_partial) for part in union])
         ds.spec = spec
         return ds
     name, _, rest = spec.partition(":")
     if name not in ALIASES:
         raise InputError(f"unknown dataset {name!r} in {spec!r}", f"known: {', '.join(sorted(REGISTRY))} (see 'zodi datasets list')")
     dtype = REGISTRY[ALIASES[name]]
-    args = rest.split(":") if rest and dtype.name not in ("h5",) else ([rest] if rest else [])
+    if dtype.name == "h5":
+        args = [_unescape(rest)] if rest else []
+    else:
+        args = [_unescape(a) for a in _split(rest, ":")] if rest else []
     ds = dtype.factory(args, data_root=data_root, dtype=dtype, allow_partial=allow_partial)
     ds.spec = spec
     return ds
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` unless escaped with a backslash (a path holding ':' or '+': ``folder:/data/a\\:b``)."""
+    return re.split(r"(?<!\\)" + re.escape(sep), text)
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\:", ":").replace("\\+", "+")
 
 
 def split_arg(args: list[str], i: int, default: str, choices: tuple[str, ...], dtype: DatasetType) -> str:

@@ -175,11 +175,12 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
         if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
             raise InputError(f"{path} is not a diffusers pipeline folder (no model_index.json, no unet/)",
                              "pass the folder that holds unet/, vae/, text_encoder/, tokenizer/, scheduler/")
-        kw = dict(local_files_only=True)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
-        text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw)
-        tok = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
+        parts = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel, "tokenizer": CLIPTokenizer}
+        lacking = [sub for sub in (*parts, "scheduler") if not (path / sub).is_dir()]
+        if lacking:
+            raise InputError(f"model folder {path} lacks {', '.join(s + '/' for s in lacking)}",
+                             "a diffusers pipeline folder holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/; copy it whole")
+        unet, vae, text, tok = (_load_part(cls, path, sub) for sub, cls in parts.items())
         sched_cfg = _read_json(path / "scheduler" / "scheduler_config.json")
     else:
         if path.suffix not in (".ckpt", ".safetensors"):
@@ -187,8 +188,8 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
         if cfg is None or not cfg.is_dir():
             raise InputError(f"single-file checkpoint {path} needs a local config folder",
                              "pass --model-config DIR (a diffusers folder of the same architecture, e.g. stable-diffusion-v1-5)")
-        pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(cfg), local_files_only=True,
-                                                        safety_checker=None, requires_safety_checker=False)
+        pipe = _load_part(StableDiffusionPipeline.from_single_file, path, config=str(cfg), safety_checker=None,
+                          requires_safety_checker=False)
         unet, vae, text, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
         sched_cfg = dict(pipe.scheduler.config)
     cn = None
@@ -196,12 +197,29 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
         cpath, _ = resolve(controlnet)
         if not cpath.exists():
             raise _missing("ControlNet", cpath, controlnet)
-        cn = (ControlNetModel.from_pretrained(cpath, local_files_only=True) if cpath.is_dir()
-              else ControlNetModel.from_single_file(str(cpath), local_files_only=True))
+        cn = (_load_part(ControlNetModel, cpath) if cpath.is_dir()
+              else _load_part(ControlNetModel.from_single_file, cpath))
     if vae_tiling:
         vae.enable_tiling()
         vae.enable_slicing()
     return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype, compute_batch, control_scale)
+
+
+def _load_part(loader, path: Path, subfolder: str | None = None, **kw):
+    """``loader.from_pretrained`` (or a loader function) on local files; a missing, truncated or
+    foreign weight file becomes one line naming the folder."""
+    where = path / subfolder if subfolder else path
+    fn = loader.from_pretrained if hasattr(loader, "from_pretrained") else loader
+    try:
+        return fn(str(path), **({"subfolder": subfolder} if subfolder else {}), local_files_only=True, **kw)
+    except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as e:
+        reason = " ".join(str(e).split())[:300]
+        raise InputError(f"cannot load {where}: {type(e).__name__}: {reason}",
+                         "the weights may be truncated or of another architecture; copy the folder again") from None
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type is not importable by a stable name
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise InputError(f"cannot load {where}: the safetensors file is damaged ({e})", "copy the folder again") from None
 
 
 def _read_json(p: Path) -> dict:

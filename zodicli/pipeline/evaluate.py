@@ -24,6 +24,7 @@ class _Predictions:
     def __init__(self, path: str, encoding: str, allow_partial: bool):
         p = Path(path)
         self.path = p
+        self.outside = self.pixels = 0        # PNG values outside the encoding, and all values read
         if p.is_dir():
             files = {}
             for f in sorted(p.rglob("*.png")):
@@ -35,7 +36,15 @@ class _Predictions:
                 raise InputError(f"prediction folder {p} holds no PNG files", "write one label PNG per image, named after it")
             self.keys = set(files)
             hint = "write predictions as single-channel train-id PNGs (label ids with --pred-encoding labelid)"
-            self._get = lambda k: PRED_ENCODINGS[encoding](read_label(files[k], hint))
+            decode = PRED_ENCODINGS[encoding]
+
+            def get(k):
+                raw = read_label(files[k], hint)
+                self.outside += int(decode.unknown(raw).sum())
+                self.pixels += raw.size
+                return decode(raw)
+
+            self._get = get
             self.fingerprint = f"folder:{len(files)}"
         else:
             from ..store import Artifact
@@ -96,12 +105,11 @@ def evaluate(pred: str, dataset: str, classes: str = "cityscapes19", pred_encodi
     scores = cm.scores(cset.names, cset.eval_ids)
     result = {"dataset": dataset, "predictions": str(pred), "classes": classes, "n_images": len(keys), **scores,
               "confusion": cm.counts.tolist(), "class_names": list(cset.names)}
-    outside = cm.counts[:, -1].sum() / max(cm.counts.sum(), 1)
-    if outside > 0.5:
-        hint = ("if they are label-id PNGs, pass --pred-encoding labelid" if pred_encoding == "trainid" and Path(pred).is_dir()
-                else "check that the predictions use the class set of --classes")
-        print(f"zodi: warning: {outside:.0%} of the labelled pixels are predicted outside the {cset.num_classes} "
-              f"classes ({hint})", file=sys.stderr)
+    if preds.outside > 0.01 * preds.pixels:     # a model's train-id PNGs hold 0-18 and 255 only
+        hint = ("if they are label-id PNGs, pass --pred-encoding labelid" if pred_encoding == "trainid"
+                else "check the prediction encoding")
+        print(f"zodi: warning: {preds.outside / preds.pixels:.1%} of the predicted pixels hold ids outside the "
+              f"{pred_encoding} encoding and count as ignore ({hint})", file=sys.stderr)
     if report_dir:
         try:
             write_report(Path(report_dir), result, cm, cset.names)

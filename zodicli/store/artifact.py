@@ -7,6 +7,8 @@ Schema (plain HDF5, readable with h5py or ``h5ls -r``)::
                            labels (N,H,W) uint8 train ids (255 = ignore), preds, confidence,
                            latents, noise, logits/probs float16, features/<name>
     /<field>/<i:08d>       "ragged" fields (items of different shapes): a group, one dataset per row
+                           every row is stored with HDF5's fletcher32 checksum (no plugin needed to
+                           read it), so a flipped bit is an error, never a silently wrong value
     attributes zodi_*      command, settings (JSON), settings_hash, inputs (JSON fingerprints),
                            versions (JSON), zodi_version, created, complete, n_items, n_expected,
                            shard, fingerprint, schema
@@ -19,6 +21,7 @@ on batch size, order, interruptions or sharding.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -33,7 +36,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ConflictError, InputError, one_line
 from ..settings import canonical_json, diff_settings, settings_hash
-from .files import atomic_path, check_not_link, temporaries
+from .files import atomic_path, check_not_link, check_space, temporaries, write_bytes
 from .lock import WriterLock
 
 SCHEMA = 1
@@ -56,8 +59,18 @@ def library_versions() -> dict:
     return out
 
 
-def _atomic_h5(path: Path, fill) -> None:
-    """Write an HDF5 file to a fresh temporary with ``fill(h5file)``, fsync, then rename over ``path``."""
+def _atomic_h5(path: Path, fill, in_memory: bool = False) -> None:
+    """Write an HDF5 file to a fresh temporary with ``fill(h5file)``, fsync, then rename over ``path``.
+
+    HDF5 that meets a full disk cannot close its file and crashes the process at exit, so small files
+    (``in_memory``: a batch's part) are built in memory and written with plain writes, and big ones are
+    written only after :func:`~zodicli.store.files.check_space`."""
+    if in_memory:
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as f:
+            fill(f)
+        write_bytes(path, buf.getbuffer())
+        return
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         fill(f)
 
@@ -212,10 +225,7 @@ class Artifact:
     def get(self, field: str, key: str | int) -> np.ndarray:
         """One item's row of ``field``, by key or row index."""
         i = key if isinstance(key, (int, np.integer)) else self.index(key)
-        obj = self.file[field]
-        if isinstance(obj, h5py.Group):
-            return obj[f"{i:08d}"][()]
-        return obj[i]
+        return _read_item(self.file, field, i, False, self.path)
 
     def describe(self) -> list[dict]:
         """Name, per-item shape, dtype and bytes of every field."""
@@ -250,15 +260,22 @@ class _Source:
     part: bool
 
 
-def _read_item(f: h5py.File, field: str, row: int, part: bool) -> np.ndarray:
-    if part:
-        return f[f"{field}/{row:08d}"][()]
-    obj = f[field]
-    return obj[f"{row:08d}"][()] if isinstance(obj, h5py.Group) else obj[row]
+def _read_item(f: h5py.File, field: str, row: int, part: bool, path=None) -> np.ndarray:
+    """One row; a row whose checksum (fletcher32) fails is one line naming the file, field and row."""
+    try:
+        if part:
+            return f[f"{field}/{row:08d}"][()]
+        obj = f[field]
+        return obj[f"{row:08d}"][()] if isinstance(obj, h5py.Group) else obj[row]
+    except OSError as e:
+        raise InputError(f"{path or f.filename}: row {row} of '{field}' cannot be read, the file is damaged "
+                         f"({one_line(str(e))})", "re-run the command that made it with --overwrite, or restore a copy") from None
 
 
-def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], compression: str | None = None) -> None:
-    """Write ``path`` atomically holding the items of ``sources`` in sorted key order."""
+def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], compression: str | None = None,
+                       checksum: bool = True) -> None:
+    """Write ``path`` atomically holding the items of ``sources`` in sorted key order, each row with a
+    fletcher32 checksum unless ``checksum`` is off (the benchmark's baseline)."""
     keys = sorted(sources)
     handles: dict[Path, h5py.File] = {}
 
@@ -292,12 +309,13 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
                 g.attrs["ragged"] = True
                 for i, k in enumerate(keys):
                     s = sources[k]
-                    g.create_dataset(f"{i:08d}", data=_read_item(h(s.path), field, s.row, s.part), compression=compression)
+                    item = _read_item(h(s.path), field, s.row, s.part)
+                    g.create_dataset(f"{i:08d}", data=item, compression=compression, fletcher32=checksum and item.ndim > 0)
             else:
                 shape = lst[0] if lst else ()
                 chunks = (1, *shape) if len(keys) and np.prod(shape, dtype=np.int64) > 0 else None
-                ds = out.create_dataset(field, shape=(len(keys), *shape), dtype=dtypes[field],
-                                        chunks=chunks, compression=compression if chunks else None)
+                ds = out.create_dataset(field, shape=(len(keys), *shape), dtype=dtypes[field], chunks=chunks,
+                                        compression=compression if chunks else None, fletcher32=checksum and chunks is not None)
                 for i, k in enumerate(keys):
                     s = sources[k]
                     ds[i] = _read_item(h(s.path), field, s.row, s.part)
@@ -308,6 +326,8 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
         _write_attrs(out, {**meta, "n_items": len(keys)})
 
     try:
+        check_space(path, sum(os.path.getsize(p) for p in {s.path for s in sources.values()}),
+                    f"free some space, then re-run; the finished items are kept in {path.name} and {path.name}.parts/")
         _atomic_h5(path, fill)
     finally:
         for f in handles.values():
@@ -398,7 +418,8 @@ class ArtifactWriter:
         else:
             self._refuse_unmerged_shards()
             self._created = True
-            _atomic_h5(self.path, lambda f: (f.create_dataset("keys", shape=(0,), dtype=STR), _write_attrs(f, self.meta)))
+            _atomic_h5(self.path, lambda f: (f.create_dataset("keys", shape=(0,), dtype=STR), _write_attrs(f, self.meta)),
+                       in_memory=True)
         if self.parts.is_dir():
             for p in sorted(self.parts.glob("*.h5")):
                 with h5py.File(p, "r") as f:
@@ -480,7 +501,7 @@ class ArtifactWriter:
                 for j, a in enumerate(rows):
                     f.create_dataset(f"{name}/{j:08d}", data=a)
 
-        _atomic_h5(part, fill)
+        _atomic_h5(part, fill, in_memory=True)
         self._done.update(keys)
 
     def finish(self) -> bool:

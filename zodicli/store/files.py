@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OutOfSpace
 
 TMP_SUFFIX = ".tmp"
 
@@ -58,6 +59,15 @@ def atomic_path(path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_space(path, needed: int, hint: str) -> None:
+    """Refuse a write that cannot fit (with 8 MiB to spare), naming the space it needs."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    if needed + (8 << 20) > free:
+        raise OutOfSpace(f"not enough space to write {path}: it needs about {needed / 2**20:,.1f} MiB, "
+                         f"{free / 2**20:,.1f} MiB are free there", hint)
 
 
 def write_bytes(path, data: bytes) -> None:
