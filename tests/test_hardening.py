@@ -431,3 +431,151 @@ def test_a_bad_image_in_a_loader_worker_is_one_short_line(tmp_path, toy_root):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and lines[-1].startswith(f"zodi: error: {victim} is not a readable image"), r.stderr
     assert len(lines[-1]) < 400 and "Traceback" not in r.stderr
+
+
+# --- settings, specs, hints ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    (b"iters: 2.7\n", "config file {cfg}: 'iters' must be an integer, not 2.7"),
+    (b"synth: a.h5\n", "config file {cfg}: 'synth' must be a list"),
+    (b"lr: 0.1\n\xff\xfe\n", "config file {cfg} is not UTF-8 text"),
+    (b"evaluate: {classes: madm11}\ntranslate: {steps: 3}\n",
+     "config file {cfg} has sections for evaluate, translate but none for 'train-seg'"),
+])
+def test_config_files_that_click_would_bend_are_refused(cli, tmp_path, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(text)
+    code, _, err = cli("train-seg", "--config", cfg, "--source", "toy:clear:train", "--out", tmp_path / "run")
+    assert code == 1 and err.count("\n") == 1 and message.format(cfg=cfg) in err, err
+
+
+def test_a_section_for_this_command_is_used(cli, toy_env, tmp_path, baseline_model):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("evaluate: {classes: madm11}\npredict: {batch-size: 3}\n")
+    code, out, err = cli("baseline", "predict", "--config", cfg, "--model", baseline_model, "--src", "toy:fog:val",
+                         "--out", tmp_path / "p.h5", "--json")
+    assert code == 0, err
+    from zodicli.store import Artifact
+
+    assert Artifact(tmp_path / "p.h5").meta["settings"]["batch_size"] == 3
+
+
+@pytest.fixture
+def baseline_model(tmp_path, toy_env, cli):
+    assert cli("baseline", "fit", "--train", "toy:clear:train", "--out", tmp_path / "bl.npz")[0] == 0
+    return tmp_path / "bl.npz"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SLURM_ARRAY_TASK_ID": "abc", "SLURM_ARRAY_TASK_COUNT": "4"}, "SLURM_ARRAY_TASK_ID='abc' is not an integer"),
+    ({"RANK": "0", "WORLD_SIZE": "x"}, "WORLD_SIZE='x' is not an integer"),
+])
+def test_shard_auto_with_garbage_variables_is_one_line(env, message):
+    from zodicli.store.shards import parse_shard
+
+    with pytest.raises(InputError, match=message):
+        parse_shard("auto", env)
+    with pytest.raises(InputError, match="at most 100,000 shards"):
+        parse_shard(f"0/{10 ** 21}")
+    assert parse_shard("3/100000") == (3, 100000)
+
+
+def test_zero_sizes_are_refused_and_leave_no_artifact(cli, toy_env, tmp_path, baseline_model):
+    code, _, err = cli("translate", "--src", "toy:clear:val", "--prompt", "fog", "--size", "0x0", "--out", tmp_path / "t.h5")
+    assert code == 2 and "'0x0': both sides must be at least 1 pixel" in err and not (tmp_path / "t.h5").exists()
+    code, _, err = cli("train-seg", "--resize", "0x0", "--out", tmp_path / "r")
+    assert code == 2 and "both sides must be at least 1 pixel" in err
+
+
+def test_a_writer_that_fails_before_its_first_item_leaves_nothing(tmp_path):
+    from zodicli.store import ArtifactWriter
+
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(tmp_path / "o.h5", "test", {}, {}, ["a", "b"]):
+            raise RuntimeError("the model failed to load")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hints_name_only_options_the_command_has(cli, toy_env, tmp_path, baseline_model):
+    from zodicli.store import ArtifactWriter
+
+    with ArtifactWriter(tmp_path / "half.h5", "translate", {}, {}, ["a", "b"]) as w:
+        w.write(["a"], {"images": [np.zeros((4, 4, 3), np.uint8)]})
+    code, _, err = cli("baseline", "predict", "--model", baseline_model, "--src", f"h5:{tmp_path / 'half.h5'}", "--out", tmp_path / "p.h5")
+    assert code == 1 and "or pass --allow-partial" in err
+    code, _, err = cli("baseline", "predict", "--model", baseline_model, "--src", f"h5:{tmp_path / 'half.h5'}",
+                       "--out", tmp_path / "p.h5", "--allow-partial")
+    assert code == 0, err
+    (tmp_path / "rgbpreds").mkdir()
+    from PIL import Image
+
+    from zodicli.data.registry import open_dataset
+
+    key = open_dataset("toy:clear:val").keys()[0]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgbpreds" / f"{key}.png")
+    code, _, err = cli("evaluate", "--pred", tmp_path / "rgbpreds", "--dataset", "toy:clear:val", "--allow-partial")
+    assert code == 1 and "expected one (write predictions as single-channel train-id PNGs" in err and "color" not in err
+    code, _, err = cli("train-seg", "--source", "toy:clear:train", "--synth", tmp_path / f"rgbpreds/{key}.png", "--out", tmp_path / "r",
+                       "--model", "deeplabv3plus_tiny", "--iters", "1")
+    assert code == 1 and f"{key}.png is not an HDF5 file (pass an artifact (.h5) written by a zodi command)" in err
+
+
+def test_an_unmerged_sharded_run_is_not_silently_redone(cli, toy_env, tmp_path, baseline_model):
+    args = ["baseline", "predict", "--model", baseline_model, "--src", "toy:fog:val", "--out", tmp_path / "p.h5"]
+    for i in range(2):
+        assert cli(*args, "--shard", f"{i}/2")[0] == 0
+    code, _, err = cli(*args)
+    assert code == 1 and f"p.h5 was started as 2 shards and is not merged yet (run 'zodi merge {tmp_path / 'p.h5'}' first" in err
+    assert cli("merge", tmp_path / "p.h5")[0] == 0
+    code, out, _ = cli(*args, "--json")
+    assert code == 0 and json.loads(out)["computed"] == 0
+
+
+def test_a_colon_in_a_folder_path_is_escaped(tmp_path):
+    from PIL import Image
+
+    from zodicli.data.registry import open_dataset
+
+    d = tmp_path / "run:3" / "img+x"
+    d.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "k.png")
+    escaped = str(d).replace(":", "\\:").replace("+", "\\+")
+    assert open_dataset(f"folder:{escaped}").keys() == ["k"]
+    with pytest.raises(InputError, match=r"a ':' or '\+' inside a path is written '\\:' or '\\\+'"):
+        open_dataset(f"folder:{d}")
+
+
+def test_model_folders_missing_a_part_or_with_truncated_weights_are_named(tmp_path):
+    import shutil
+
+    from zodicli.diffusion.models import load_stack
+    from zodicli.diffusion.tiny import make_tiny
+
+    make_tiny(tmp_path / "m")
+    sd = tmp_path / "m/sd"
+    shutil.copytree(sd, tmp_path / "novae")
+    shutil.rmtree(tmp_path / "novae/vae")
+    with pytest.raises(InputError, match=r"novae lacks vae/ \(a diffusers pipeline folder holds unet/, vae/"):
+        load_stack(str(tmp_path / "novae"))
+    weights = next((sd / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(InputError, match=rf"cannot load {sd / 'unet'}"):
+        load_stack(str(sd))
+
+
+def test_a_flipped_bit_in_an_artifact_is_an_error_not_a_value(tmp_path):
+    import h5py
+
+    from zodicli.store import Artifact, ArtifactWriter
+
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with ArtifactWriter(tmp_path / "a.h5", "test", {}, {}, ["k"]) as w:
+        w.write(["k"], {"images": [img]})
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert f["images"].fletcher32
+        offset = f["images"].id.get_chunk_info(0).byte_offset
+    raw = bytearray((tmp_path / "a.h5").read_bytes())
+    raw[offset + 100] ^= 0x10
+    (tmp_path / "a.h5").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"a\.h5: row 0 of 'images' cannot be read, the file is damaged"):
+        Artifact(tmp_path / "a.h5").get("images", "k")

@@ -60,7 +60,8 @@ def folder(args, dtype=None, **_):
         raise InputError(f"unknown label encoding {encoding!r} in the folder spec",
                          "choose trainid, labelid or color; a ':' inside a path is written '\\:'")
     if not images.is_dir():
-        raise InputError(f"image folder {images} does not exist", f"expected layout: {dtype.layout}")
+        raise InputError(f"image folder {images} does not exist",
+                         f"expected layout: {dtype.layout}; a ':' or '+' inside a path is written '\\:' or '\\+'")
     imgs = _files(images)
     if not imgs:
         raise InputError(f"image folder {images} holds no images", f"expected layout: {dtype.layout}")
