@@ -579,3 +579,12 @@ def test_a_flipped_bit_in_an_artifact_is_an_error_not_a_value(tmp_path):
     (tmp_path / "a.h5").write_bytes(bytes(raw))
     with pytest.raises(InputError, match=r"a\.h5: row 0 of 'images' cannot be read, the file is damaged"):
         Artifact(tmp_path / "a.h5").get("images", "k")
+
+
+def test_a_read_only_out_is_one_line(tmp_path, toy_root, small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    r = _run("baseline", "fit", "--train", "toy:clear:train", "--out", small_disk / "bl.npz", ZODI_TOY_ROOT=str(toy_root))
+    assert r.returncode == 1 and r.stderr.strip().startswith("zodi: error: ") and "read-only file system" in r.stderr
+    r = _run("train-seg", "--model", "deeplabv3plus_r18", "--source", "toy:clear:train", "--iters", "1",
+             "--out", small_disk / "run", ZODI_TOY_ROOT=str(toy_root))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and f"{small_disk / 'run'} is on a read-only file system" in r.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from zodicli.errors import ConflictError, InputError, ZodiError
+from zodicli.errors import ConflictError, InputError
 from zodicli.seg.models import build_model, model_names
 
 TINY = dict(model="deeplabv3plus_r18", source="toy:clear:train", crop=(64, 96), resize=None, batch_size=2,
@@ -101,15 +101,6 @@ def test_channels_last_is_the_layout_of_the_weights_and_part_of_the_settings(tmp
     assert not torch.equal(a["aspp.project.0.1.bias"], b["aspp.project.0.1.bias"])
     with pytest.raises(ConflictError, match="channels_last: True -> False"):
         train(_cfg(tmp_path / "nhwc", iters=2, channels_last=False))
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, toy_env):
-    from zodicli.seg.train import train
-
-    with pytest.raises(ZodiError, match=r"the loss became (nan|inf) at iteration \d+; the last good checkpoint is"):
-        train(_cfg(tmp_path, lr=1e12, iters=30, ckpt_every=1))
-    state = torch.load(tmp_path / "run/last.pt", weights_only=False)
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_synthetic_pairs_must_cover_the_source(tmp_path, toy_env):

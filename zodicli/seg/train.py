@@ -264,12 +264,12 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
         set_numpy_rng_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         start, best = state["iteration"], state["best"]
-        if rank == 0:
-            _truncate_log(out / "metrics.jsonl", start)
         log(f"resuming {out} at iteration {start}/{cfg.iters}")
     elif cfg.overwrite:
         for p in (last, out / "best.pt", out / "metrics.jsonl"):
             p.unlink(missing_ok=True)
+    if rank == 0:
+        _truncate_log(out / "metrics.jsonl", start)
     net = trainee
     if world > 1:
         net = nn.parallel.DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None)
@@ -427,7 +427,7 @@ def _diverged(cfg, loss, it, last: Path, saved_at: int) -> ZodiError:
     return ZodiError(f"{what} at iteration {it}; {where}",
                      f"to go on from it with other settings, start a new run from its weights: add '--init-from {last} "
                      f"--out NEW_FOLDER' and lower --lr (now {cfg.lr:g}) or set --grad-clip" if last.exists()
-                     else f"lower --lr (now {cfg.lr:g}) or set --grad-clip, then re-run with --overwrite")
+                     else f"lower --lr (now {cfg.lr:g}) or set --grad-clip, then re-run")
 
 
 def _finite_weights(trainee) -> bool:
@@ -446,7 +446,8 @@ def _detached(obj):
 
 
 def _truncate_log(path: Path, iteration: int) -> None:
-    """Drop the records a killed run wrote past its last checkpoint, so a resumed log has no duplicates."""
+    """Drop the records a stopped run wrote past its last checkpoint (all of them when none was kept),
+    so the log of a resumed or restarted run has no duplicates."""
     if not path.is_file():
         return
     check_not_link(path)
