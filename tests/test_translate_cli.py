@@ -192,3 +192,45 @@ def test_control_scale_reaches_the_controlnet(cli, env, tmp_path):
         assert code == 0, err
     assert same(tmp_path / "off.h5", tmp_path / "none.h5", fields=("images",))     # residuals × 0 = no ControlNet
     assert not same(tmp_path / "off.h5", tmp_path / "on.h5", fields=("images",))
+
+
+@pytest.mark.parametrize("controlnet", ["tiny-controlnet", "none"])
+def test_ddpm_edit_friendly_regeneration_is_the_same_image_at_every_skip(cli, env, tmp_path, controlnet):
+    """Edit-friendly DDPM inversion (inbarhub/DDPM_inversion): with the inversion's own prompt and
+    guidance, regenerating from the path latent x_{t_K} (the authors' wts[N-K]) with the noise maps
+    z_K.. gives back the same image for every K. Starting from x_T instead (the old bug) does not."""
+    common = ["--prompt", "a street", "--model", "tiny", "--controlnet", controlnet, "--short-side", "32",
+              "--guidance-scale", "3"]
+    assert cli("invert", "--src", "toy:clear:val", "--method", "ddpm", *common, "--steps", "6", "--strength", "1",
+               "--out", tmp_path / "inv.h5")[0] == 0
+    inv = Artifact(tmp_path / "inv.h5")
+    assert inv.get("path", 0).shape == (6, 4, 16, 32) and np.array_equal(inv.get("path", 0)[0], inv.get("start", 0))
+    images = {}
+    for k in (0, 2, 5):
+        code, _, err = cli("translate", "--src", f"h5:{tmp_path / 'inv.h5'}", *common, "--skip", k, "--out", tmp_path / f"s{k}.h5")
+        assert code == 0, err
+        a = Artifact(tmp_path / f"s{k}.h5")
+        images[k] = np.stack([a.get("images", key).astype(int) for key in a.keys])
+    assert np.abs(images[2] - images[0]).max() <= 1 and np.abs(images[5] - images[0]).max() <= 1
+    if controlnet == "none":            # the old bug: x_T denoised as if it were at t_K is another image
+        import torch
+
+        from zodicli.diffusion.models import load_stack
+        from zodicli.diffusion.zodi_transfer import sample
+
+        stack = load_stack(str(env / "tiny/sd"))
+        ts = [int(t) for t in inv.get("timesteps", 0)]
+        wrong = sample(stack, torch.from_numpy(inv.get("start", 0))[None], ts[5:], stack.text(["a street, best quality"]),
+                       stack.text([""]), 3.0, noises=torch.from_numpy(inv.get("noise", 0)[None, 5:]))
+        assert np.abs(stack.decode(wrong)[0].astype(int) - images[0][0]).max() > 20
+
+
+def test_ddpm_and_ddim_guide_against_the_empty_prompt_zodi_against_its_negative(cli, env, tmp_path):
+    args = ["--src", "toy:clear:val", "--prompt", "a street", *TINY, "--steps", "4", "--strength", "0.5", "--guidance-scale", "3"]
+    for method, expected in (("zodi", "lower quality, worst quality"), ("ddpm", ""), ("ddim", "")):
+        assert cli("invert", *args, "--method", method, "--out", tmp_path / f"{method}.h5")[0] == 0
+        assert Artifact(tmp_path / f"{method}.h5").meta["settings"]["negative_prompt"] == expected
+    for neg in ("", "lower quality, worst quality"):
+        assert cli("invert", *args, "--method", "ddpm", "--negative-prompt", neg, "--out", tmp_path / f"neg{len(neg)}.h5")[0] == 0
+    default, empty, negative = (Artifact(tmp_path / f).get("noise", 0) for f in ("ddpm.h5", "neg0.h5", "neg28.h5"))
+    assert np.array_equal(default, empty) and not np.allclose(default, negative)

@@ -17,7 +17,9 @@ DIFFUSION_OPTIONS = [
                  help="Preset prompt, strength and steps (recipes/zodi/domains.yaml); each can be overridden."),
     click.option("--prompt", default=None, help="Target-domain prompt, e.g. 'snowy street'."),
     click.option("--prompt-suffix", default=", best quality", show_default=True),
-    click.option("--negative-prompt", default="lower quality, worst quality", show_default=True),
+    click.option("--negative-prompt", default=None,
+                 help="Prompt of guidance's unconditional branch [default: 'lower quality, worst quality' for zodi "
+                      "(ZoDi's code); '' for ddpm and ddim (their authors' code)]."),
     click.option("--strength", default=None, type=float, help="γ in (0, 1] [default: domain preset, else 0.6]."),
     click.option("--steps", default=None, type=click.IntRange(min=1), help="DDIM steps of the full schedule [default: 20]."),
     click.option("--guidance-scale", default=9.0, show_default=True, type=float, help="Classifier-free guidance on the text."),

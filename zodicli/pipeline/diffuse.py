@@ -41,7 +41,7 @@ class DiffusionSettings:
     domain: str | None = None
     prompt: str | None = None
     prompt_suffix: str = ", best quality"
-    negative_prompt: str = NEGATIVE
+    negative_prompt: str | None = None       # ZoDi's code: NEGATIVE; edit-friendly DDPM's and DDIM's: ""
     strength: float | None = None
     steps: int | None = None
     guidance_scale: float = 9.0
@@ -79,6 +79,8 @@ class DiffusionSettings:
                     setattr(self, k, v)
         if not self.prompt:
             raise InputError("no prompt given", "pass --prompt TEXT or --domain fog|night|rain|snow|game")
+        if self.negative_prompt is None:       # the unconditional branch of guidance, as each method's authors run it
+            self.negative_prompt = NEGATIVE if self.method == "zodi" else ""
         self.strength = 0.6 if self.strength is None else self.strength
         self.steps = 20 if self.steps is None else self.steps
         if not 0 < self.strength <= 1:
@@ -92,7 +94,8 @@ class DiffusionSettings:
 
 def _recorded(settings: dict, s: DiffusionSettings) -> dict:
     """The command's settings with the preset-filled values, as every artifact records them."""
-    return {**settings, "prompt": s.prompt, "strength": s.strength, "steps": s.steps, "method": s.method}
+    return {**settings, "prompt": s.prompt, "strength": s.strength, "steps": s.steps, "method": s.method,
+            "negative_prompt": s.negative_prompt}
 
 
 def _dtype(name: str):
@@ -188,7 +191,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
         out = {"z0": [None] * len(keys), "start": [None] * len(keys), "timesteps": [], "labels": [None] * len(keys),
                "source_size": [np.array(im.shape[:2], np.int32) for im in images]}
         if s.method == "ddpm":
-            out["noise"] = [None] * len(keys)
+            out["noise"], out["path"] = [None] * len(keys), [None] * len(keys)
         for idx in _groups(list(range(len(keys))), sizes):
             gens = generators(s.seed, [keys[i] for i in idx])
             ims = [resize_image(images[i], sizes[idx[0]]) for i in idx]
@@ -199,7 +202,8 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
             if s.method == "zodi":
                 start = zodi_encode(stack, z0, encode_timestep(s.strength, s.steps, s.exact_timestep), cond, control, gens)
             elif s.method == "ddpm":
-                start, noise = ddpm_invert(stack, z0, ts, cond, uncond, s.guidance_scale, control, s.eta, gens)
+                path, noise = ddpm_invert(stack, z0, ts, cond, uncond, s.guidance_scale, control, s.eta, gens)
+                start = path[:, 0]
             else:
                 start = ddim_invert(stack, z0, ts, cond, uncond, s.guidance_scale, control)
             for j, i in enumerate(idx):
@@ -208,6 +212,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
                 out["labels"][i] = lbs[j]
                 if s.method == "ddpm":
                     out["noise"][i] = noise[j].cpu().numpy().astype(noise_dtype)
+                    out["path"][i] = path[j].cpu().numpy().astype(noise_dtype)
         out["timesteps"] = [np.array(ts, np.int32)] * len(keys)
         return out
 
@@ -227,6 +232,12 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
         s.method = inv.meta["settings"].get("method", "zodi")
         s.strength = inv.meta["settings"].get("strength")
         s.steps = inv.meta["settings"].get("steps")
+        if s.skip and (s.method != "ddpm" or not inv.has("path")):
+            raise InputError(f"--skip needs a --method ddpm inversion with its path latents; {s.src} is "
+                             + ("an older one without them" if s.method == "ddpm" else f"a {s.method} inversion"),
+                             "re-run 'zodi invert --method ddpm'")
+    elif s.skip:
+        raise InputError("--skip applies to translating a --method ddpm inversion", "pass --src h5:INVERSION.h5")
     s.resolve()
     ds = None if inv is not None else open_dataset(s.src, s.data_root, s.allow_partial)   # cheap checks first
     if ds is not None and not ds.has_labels:
@@ -266,8 +277,11 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
                 start = torch.stack([torch.from_numpy(inv.get("start", keys[i])) for i in idx]).to(stack.device)
                 ts = [int(t) for t in inv.get("timesteps", keys[idx[0]])]
                 if s.method == "ddpm":
-                    noise = torch.stack([torch.from_numpy(inv.get("noise", keys[i]).astype(np.float32)) for i in idx]).to(stack.device)
-                    z = ddpm_regenerate(stack, start, noise, ts, cond, uncond, s.guidance_scale, control, s.eta, s.skip)
+                    def field(name):
+                        return torch.stack([torch.from_numpy(inv.get(name, keys[i]).astype(np.float32)) for i in idx]).to(stack.device)
+
+                    path = field("path") if inv.has("path") else start[:, None]
+                    z = ddpm_regenerate(stack, path, field("noise"), ts, cond, uncond, s.guidance_scale, control, s.eta, s.skip)
                 else:
                     eta = s.eta if s.method == "zodi" else 0.0
                     z = sample(stack, start, ts, cond, uncond, s.guidance_scale, control, eta, gens, guide=guide)
