@@ -172,6 +172,12 @@ def test_sd_unet_backbone_lplr_and_gradients(env):
     F_.cross_entropy(F_.interpolate(out["logits"], size=(32, 64), mode="bilinear"), labels).backward()
     assert m.unet.up_blocks[1].resnets[0].conv1.weight.grad.abs().sum() > 0      # CE reaches the UNet through the hooks
     assert all(p.grad is None for p in m.vae.parameters())                        # the VAE stays frozen
+    # ... but not through the decoded palette image (MADM decodes it under no_grad): conv_out, which only
+    # makes the palette latent, gets no gradient from CE, and gets one from LPLR
+    assert m.unet.conv_out.weight.grad is None or not m.unet.conv_out.weight.grad.any()
+    m.zero_grad()
+    m.lplr_loss(m(x)["palette_latent"], labels).backward()
+    assert m.unet.conv_out.weight.grad.abs().sum() > 0
     with torch.no_grad():
         lut = torch.cat([m.palette, torch.full((237, 3), -1.0)])
         z_y = m._encode((lut[labels].permute(0, 3, 1, 2) + 1) / 2)
@@ -181,6 +187,29 @@ def test_sd_unet_backbone_lplr_and_gradients(env):
         base = m(x)["logits"]
         m.set_dplg_timestep(30)
         assert not torch.allclose(m(x)["logits"], base)                          # DPLG predicts on noised latents
+
+
+def test_sd_unet_input_is_the_authors_add_noise(env):
+    """MADM's add_noise: z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε_fixed for every t, t = 0 included, with the seed-42
+    64x64 noise resized bicubically to the latent size."""
+    from zodicli.seg.models import build_model
+
+    m = build_model("sd_unet", sd_model=str(env / "tiny/sd")).eval()
+    seen = []
+    m.unet.register_forward_pre_hook(lambda mod, args, kw: seen.append((kw.get("sample", args[0] if args else None))),
+                                     with_kwargs=True)
+    x = torch.randn(1, 3, 32, 64)
+    x01 = (x * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)).clamp(0, 1)
+    z0 = m.vae.encode(x01 * 2 - 1).latent_dist.mean * m.vae.config.scaling_factor
+    eps = torch.nn.functional.interpolate(torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(42)), size=(16, 32),
+                                          mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        for t in (0, 30):
+            m.set_dplg_timestep(t)
+            m(x)
+            a = float(m.alphas[t])
+            assert torch.allclose(seen[-1], a ** 0.5 * z0 + (1 - a) ** 0.5 * eps, atol=1e-6)
+    assert not torch.equal(seen[0], z0)
 
 
 def test_dplg_schedule_and_checks(cli, env, tmp_path):

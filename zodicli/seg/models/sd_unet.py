@@ -1,11 +1,11 @@
 """MADM's segmenter (Xia et al., NeurIPS 2024): a fine-tuned Stable Diffusion UNet as backbone.
 
     z0 = s·VAE.encode(x) (posterior mean; VAE frozen; s the VAE's scaling factor, SD's 0.18215)
-    z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε_fixed  (only for DPLG, t > 0; ε_fixed: one N(0, I) tensor, seed 42,
-                                          resized to the latent size)
+    z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε_fixed  (t = 0 in training, DPLG's t when labelling; ε_fixed: one N(0, I)
+                                          tensor, seed 42, resized bicubically to the latent size)
     o = UNet(z_t, t, e),  e = e_∅ + tanh(g)·p   (a learned prompt p gated onto the empty prompt e_∅)
     features: the last layer of up blocks 1, 2, 3 (SD: 1280 @1/32, 640 @1/16, 320 @1/8), via hooks
-    palette image: VAE.decode(o) (the frozen decoder passes gradients to the UNet), full resolution
+    palette image: VAE.decode(o), detached (no gradient reaches the UNet through it), full resolution
     head: DAFormer-style embeddings of the three levels at 1/8, joined at 1/4 with a stride-4 stem of
           the palette image, then a classifier (logits at 1/4).
 LPLR: the label map coloured with the class palette (ignore -> black), encoded by the frozen VAE
@@ -66,10 +66,10 @@ class SDUNetSegmenter(nn.Module):
         x01 = (x * IMAGENET_STD.to(x.device) + IMAGENET_MEAN.to(x.device)).clamp(0, 1)
         z = self._encode(x01)
         t = self.dplg_t
-        if t > 0:
-            a = float(self.alphas[t])
-            noise = F.interpolate(self.fixed_noise, size=z.shape[-2:], mode="bilinear", align_corners=False)
-            z = math.sqrt(a) * z + math.sqrt(1 - a) * noise
+        a = float(self.alphas[t])        # as the authors' add_noise: t = 0 too adds √(1−ᾱ_0)·ε_fixed
+        noise = self.fixed_noise if self.fixed_noise.shape[-2:] == z.shape[-2:] else \
+            F.interpolate(self.fixed_noise, size=z.shape[-2:], mode="bicubic", align_corners=False)
+        z = math.sqrt(a) * z + math.sqrt(1 - a) * noise
         emb = (self.empty + torch.tanh(self.gate) * self.prompt).expand(z.shape[0], -1, -1)
         self._rec.active, self._rec.store = True, {}
         try:
@@ -77,7 +77,8 @@ class SDUNetSegmenter(nn.Module):
         finally:
             self._rec.active = False
         feats = [self._rec.store[n][-1] for n in self._names]
-        palette_img = self.vae.decode(out / self.scale).sample                       # (N, 3, H, W), grads reach the UNet
+        with torch.no_grad():            # the authors' vae_decoder runs under no_grad: CE never reaches the
+            palette_img = self.vae.decode(out.detach() / self.scale).sample          # UNet through it; (N, 3, H, W)
         fine = feats[-1].shape[-2:]
         y = self.fuse(torch.cat([F.interpolate(e(f), size=fine, mode="bilinear", align_corners=False)
                                  for e, f in zip(self.embed, feats)], 1))
