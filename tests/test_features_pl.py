@@ -69,14 +69,74 @@ def test_v_prediction_checkpoints_use_v_formulas(env, tmp_path):
     assert not torch.equal(outs["tiny"][2], outs["tiny-v"][2])
 
 
+def test_diff_inversion_is_the_authors_loop(env):
+    """DIFF's generalized_steps (run_inversion): ε(x_t, t) at the current t from t = 0, noise only
+    where 10 < t < 250, c1 = η·√((1−ᾱ_n/ᾱ_t)(1−ᾱ_n)/(1−ᾱ_t)), c2 = √max(1−ᾱ_n−c1², 1e-10); written
+    out here with the UNet called directly and the same noise draws."""
+    from zodicli.diffusion.features import INVERSION_TIMESTEPS, diff_invert
+    from zodicli.diffusion.models import load_stack
+    from zodicli.pipeline.diffuse import generators
+
+    assert INVERSION_TIMESTEPS == tuple(sorted([160, 139, 121, 105, 91, 80, 69, 60, 52, 45, 40, 34, 30, 26, 23, 22, 21, 20, 19,
+                                                18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]))
+    stack = load_stack(str(env / "tiny/sd"))
+    z0 = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(0))
+    cond = stack.text([""])
+    ours = diff_invert(stack, z0, cond, eta=1.0, generators=generators(0, ["k"]))
+    ab = stack.alphas_cumprod.double()
+    seq = list(INVERSION_TIMESTEPS)
+    gen = generators(0, ["k"])[0]
+    x = z0.double()
+    with torch.no_grad():
+        for t, n in zip([0] + seq[:-1], seq):
+            et = stack.unet(x.float(), torch.tensor([t]), encoder_hidden_states=cond).sample.double()
+            at, an = ab[t], ab[n]
+            x0 = (x - et * (1 - at).sqrt()) / at.sqrt()
+            c1 = (1.0 if 10 < t < 250 else 0.0) * ((1 - an / at) * (1 - an) / (1 - at)).sqrt()
+            c2 = torch.clamp((1 - an) - c1 ** 2, min=1e-10).sqrt()
+            x = an.sqrt() * x0 + c2 * et + (c1 * torch.randn(z0.shape[1:], generator=gen).double() if c1 > 0 else 0)
+    assert torch.allclose(ours.double(), x, atol=1e-4), (ours.double() - x).abs().max()
+
+
+def test_diff_hook_points_are_the_residual_branch_and_the_first_transformer_block(env):
+    """DIFF's hooks: a ResNet's hidden_states after conv2 (before the skip connection and output scale),
+    and transformer_blocks[0]'s output tokens summed over two identical guidance halves (x 2)."""
+    from zodicli.diffusion.features import FeatureRecorder, up_modules
+    from zodicli.diffusion.models import load_stack
+
+    stack = load_stack(str(env / "tiny/sd"))
+    mods = up_modules(stack.unet)
+    res, attn = mods["up1.res0"], mods["up1.attn0"]
+    seen = {}
+    res.register_forward_pre_hook(lambda m, args: seen.update(res=args))
+    attn.transformer_blocks[0].register_forward_pre_hook(lambda m, args, kw: seen.update(tok=(args, kw)), with_kwargs=True)
+    rec = FeatureRecorder(stack.unet, ["up1.res0", "up1.attn0"], attn_scale=2.0)
+    rec.active = True
+    z = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        stack.unet(z, torch.tensor([30]), encoder_hidden_states=stack.text([""]))
+        x, temb = seen["res"]
+        act = torch.nn.functional.silu
+        h = res.conv1(act(res.norm1(x))) + res.time_emb_proj(act(temb))[:, :, None, None]
+        branch = res.conv2(act(res.norm2(h)))
+        assert torch.allclose(rec.store["up1.res0"][0], branch, atol=1e-6)
+        assert not torch.allclose(rec.store["up1.res0"][0], res(x, temb), atol=1e-3)     # not the whole block output
+        args, kw = seen["tok"]
+        tokens = attn.transformer_blocks[0](*args, **kw)
+        hh, ww = rec.store["up1.attn0"][0].shape[-2:]
+        expected = 2 * tokens.reshape(1, hh, ww, -1).permute(0, 3, 1, 2)
+        assert torch.allclose(rec.store["up1.attn0"][0], expected, atol=1e-6)
+    rec.close()
+
+
 def test_feature_input_checks(env):
     from zodicli.diffusion.features import check_timesteps, select_blocks
     from zodicli.diffusion.models import load_stack
 
     with pytest.raises(InputError, match="exceeds 160"):
         check_timesteps([1, 3, 200], [3])
-    with pytest.raises(InputError, match=r"feature timesteps \[5\] are not in the inversion list"):
-        check_timesteps([1, 3], [3, 5])
+    with pytest.raises(InputError, match=r"feature timesteps \[5\] are not evaluated by the inversion"):
+        check_timesteps([1, 3, 5], [3, 5])          # evaluated: 0, 1, 3 (each step at its starting timestep)
     with pytest.raises(InputError, match="matches no UNet module"):
         select_blocks(load_stack(str(env / "tiny/sd")).unet, "down9")
 

@@ -2,6 +2,10 @@
 # features (cached once per image), a fusion head trained on GTA5 only, evaluated on Cityscapes val
 # (make table-diff; make -n table-diff prints every command).
 #   make -f recipes/diff/table.mk          (needs gta5, cityscapes and the sd21-base preset)
+#
+# Protocol (docs/fidelity.md): poly LR per iteration after warm-up; features at the size they were
+# cached at (short side 512); the last checkpoint is scored. DIFF re-extracts features online on
+# augmented crops; this recipe trains on cached features: a documented departure.
 #   make -f recipes/diff/table.mk toy      (the recipe on the toy city with the toy model; a smoke test)
 ZODI     ?= zodi
 OUT      ?= runs/diff-table

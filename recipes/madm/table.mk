@@ -6,6 +6,10 @@
 # source (CE + LPLR) for WARM iterations; DPLG pseudo-labels the target at that iteration; stage B
 # continues from A's weights with the pseudo-labels to ITERS in all.
 #   make -f recipes/madm/table.mk          (needs cityscapes, the targets below and the sd14 preset)
+#
+# Protocol (docs/fidelity.md): poly LR per iteration; evaluation at 512x1024 (EVAL); the last checkpoint
+# of stage B is scored (no selection on target labels). DPLG runs offline between the stages, where the
+# authors label online with an EMA teacher and ClassMix every iteration: a documented departure.
 #   make -f recipes/madm/table.mk toy      (the recipe on the toy city with the toy model; a smoke test)
 ZODI     ?= zodi
 OUT      ?= runs/madm-table

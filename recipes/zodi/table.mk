@@ -7,6 +7,10 @@
 #   make -f recipes/zodi/table.mk toy                 # the same recipe on the toy city with the toy model (a smoke test)
 #
 # Every step is a zodi command that resumes, so an interrupted `make` continues where it stopped.
+#
+# Protocol (docs/fidelity.md): poly LR stepped per epoch, as ZoDi's code (--poly-unit epoch); evaluation
+# at 512x1024 (--size), as ZoDi evaluates; the LAST checkpoint is scored. ZoDi's log headlines the best
+# epoch on target val (oracle selection); `--select-on target --target-val ...` reproduces that, labelled so.
 ZODI      ?= zodi
 OUT       ?= runs/zodi-table
 SOURCE    ?= cs:train
