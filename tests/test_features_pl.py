@@ -292,6 +292,13 @@ def test_dplg_schedule_and_checks(cli, env, tmp_path):
     assert Artifact(tmp_path / "d.h5").meta["settings"]["dplg_iter"] == 2500
     code, out, err = cli("evaluate", "--checkpoint", tmp_path / "sd/last.pt", "--dataset", "toy:fog:val", "--json")
     assert code == 0 and json.loads(out)["n_images"] == 4, err
+    # MADM's 'st' LPLR: also on the pseudo-labelled target (depth, infrared)
+    train(TrainConfig(backbone="sd-unet", sd_model=str(env / "tiny/sd"), out=str(tmp_path / "st"), iters=1, optimizer="adamw",
+                      lr=1e-4, target="toy:fog:val", target_pl=str(tmp_path / "d.h5"), lplr_target_weight=1.0, **common))
+    rec = json.loads((tmp_path / "st/metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["lplr_tgt"] > 0 and np.isfinite(rec["ce_pl"])
+    with pytest.raises(InputError, match="--lplr-target-weight needs --backbone sd-unet and --target-pl"):
+        TrainConfig(lplr_target_weight=1.0, **common).check()
 
 
 def test_train_toy_resumes_and_exports_a_usable_stack(cli, tmp_path, toy_env):

@@ -17,16 +17,22 @@ SOURCE   ?= cs:train
 TARGETS  ?= infrared event
 SEEDS    ?= 1 2 3
 SD       ?= sd14
+# LPLR as the authors' configs: on source and target ('st', weights 1/1) for depth and infrared, on the
+# source only with weight 20 for event.
 # Target images (unlabelled train) and labelled val per modality, as zodi dataset specs (folder:IMAGES:LABELS:trainid
 # holds any converted set); class sets madm9 (FMB) / madm11 (DSEC) remap Cityscapes' 19 classes.
 infrared_TRAIN ?= folder:data/fmb/train/Infrared
 infrared_VAL   ?= folder:data/fmb/test/Infrared:data/fmb/test/Label_cs:trainid
 infrared_CLASSES ?= madm9
 infrared_DPLG  ?= --dplg-t0 50 --dplg-total 8000
+infrared_LPLR  ?= --lplr-weight 1
+infrared_LPLR_TARGET ?= --lplr-target-weight 1
 event_TRAIN    ?= folder:data/dsec/train/events
 event_VAL      ?= folder:data/dsec/val/events:data/dsec/val/labels_cs:trainid
 event_CLASSES  ?= madm11
 event_DPLG     ?= --dplg-t0 50 --dplg-total 8000
+event_LPLR     ?= --lplr-weight 20
+event_LPLR_TARGET ?= --lplr-target-weight 0
 ITERS    ?= 10000
 WARM     ?= 2500
 TRAIN    ?= --batch-size 2 --crop 512x512 --resize none --optimizer adamw --lr 5e-6 --weight-decay 0.05 --amp bf16 --rcs-temperature 0.01
@@ -43,14 +49,15 @@ COMMON = --backbone sd-unet --sd-model $(SD) --source $(SOURCE) --seed $(call se
 all: table
 
 $(OUT)/%/A/last.pt:
-	$(ZODI) train-seg $(COMMON) --iters $(WARM) --out $(OUT)/$*/A
+	$(ZODI) train-seg $(COMMON) $($(call target_of,$*)_LPLR) --iters $(WARM) --out $(OUT)/$*/A
 
 $(OUT)/%/pl.h5: $(OUT)/%/A/last.pt
 	$(ZODI) pseudolabel --checkpoint $< --src $($(call target_of,$*)_TRAIN) --dplg --dplg-iter $(WARM) \
 	  $($(call target_of,$*)_DPLG) $(PL) --out $@
 
 $(OUT)/%/B/last.pt: $(OUT)/%/pl.h5
-	$(ZODI) train-seg $(COMMON) --target $($(call target_of,$*)_TRAIN) --target-pl $< --init-from $(OUT)/$*/A/last.pt --iters $(shell echo $$(($(ITERS) - $(WARM)))) --out $(OUT)/$*/B
+	$(ZODI) train-seg $(COMMON) $($(call target_of,$*)_LPLR) $($(call target_of,$*)_LPLR_TARGET) --target $($(call target_of,$*)_TRAIN) --target-pl $< \
+	  --init-from $(OUT)/$*/A/last.pt --iters $(shell echo $$(($(ITERS) - $(WARM)))) --out $(OUT)/$*/B
 
 $(OUT)/%/target.json: $(OUT)/%/B/last.pt
 	$(ZODI) evaluate --checkpoint $< --dataset $($(call target_of,$*)_VAL) --classes $($(call target_of,$*)_CLASSES) $(EVAL) \

@@ -53,7 +53,10 @@ from ._types import SIZE
 @click.option("--backbone", default=None, help="sd-unet: fine-tune a diffusion UNet (MADM, implies --model sd_unet); "
               "features:h5:FILE: DIFF's fusion head on cached features (implies --model diff_fusion).")
 @click.option("--sd-model", default=None, help="With --backbone sd-unet: Stable Diffusion preset or folder (MADM: sd14).")
-@click.option("--lplr-weight", default=1.0, show_default=True, type=float, help="Label-palette latent regression weight (sd-unet).")
+@click.option("--lplr-weight", default=1.0, show_default=True, type=float,
+              help="Label-palette latent regression weight on the source (sd-unet; MADM: 1, event 20).")
+@click.option("--lplr-target-weight", default=0.0, show_default=True, type=float,
+              help="... on pseudo-labelled target images (with --target-pl; MADM: 1 for depth and infrared, 0 for event).")
 @click.option("--val-features", default=None, help="Cached features of --val, with --backbone features:...")
 @click.option("--fusion-widths", default=None, help="Bottleneck widths, coarse to fine [default: 2048,1024,512].")
 @click.option("--init-from", default=None, type=click.Path(dir_okay=False), help="Start from a train-seg checkpoint's weights.")

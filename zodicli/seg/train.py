@@ -81,7 +81,8 @@ class TrainConfig:
     val_features: str | None = None          # cached features of --val (with --backbone features:...)
     fusion_widths: tuple[int, ...] | None = None
     sd_model: str | None = None              # --backbone sd-unet: the Stable Diffusion model to fine-tune
-    lplr_weight: float = 1.0                 # MADM's label-palette latent regression (sd-unet only)
+    lplr_weight: float = 1.0                 # MADM's label-palette latent regression (sd-unet only), on the source
+    lplr_target_weight: float = 0.0          # ... and on pseudo-labelled target images (MADM: 1 for depth and infrared)
     output_stride: int | None = None
     data_root: str | None = None
     allow_partial: bool = False
@@ -101,6 +102,9 @@ class TrainConfig:
                              "add --adv-weight W for adversarial alignment, or drop --target")
         if self.adv_weight and not (self.target or self.target_pl):
             raise InputError("--adv-weight needs --target images", "e.g. --target acdc:fog:train")
+        if self.lplr_target_weight and not (self.backbone == "sd-unet" and self.target_pl):
+            raise InputError("--lplr-target-weight needs --backbone sd-unet and --target-pl",
+                             "LPLR regresses a diffusion backbone's output onto the pseudo-labels' palette")
         if self.backbone == "sd-unet":
             if not self.sd_model:
                 raise InputError("--backbone sd-unet needs --sd-model", "e.g. --sd-model sd14 (MADM) or a diffusers folder")
@@ -409,6 +413,9 @@ def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device):
             if "pl" in b:
                 parts["ce_pl"] = cross_entropy(outs[k]["logits"], b["pl"], weight=b["pl_w"])
                 loss = loss + cfg.pl_weight * parts["ce_pl"]
+                if "palette_latent" in outs[k] and cfg.lplr_target_weight:
+                    parts["lplr_tgt"] = trainee.model.lplr_loss(outs[k]["palette_latent"], b["pl"])
+                    loss = loss + cfg.lplr_target_weight * parts["lplr_tgt"]
             if mixed is not None:
                 if (mixed[1] != 255).any():
                     parts["ce_mix"] = cross_entropy(outs[k + 1]["logits"], mixed[1])
