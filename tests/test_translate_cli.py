@@ -234,3 +234,41 @@ def test_ddpm_and_ddim_guide_against_the_empty_prompt_zodi_against_its_negative(
         assert cli("invert", *args, "--method", "ddpm", "--negative-prompt", neg, "--out", tmp_path / f"neg{len(neg)}.h5")[0] == 0
     default, empty, negative = (Artifact(tmp_path / f).get("noise", 0) for f in ("ddpm.h5", "neg0.h5", "neg28.h5"))
     assert np.array_equal(default, empty) and not np.allclose(default, negative)
+
+
+def test_zodi_colours_every_label_id_as_gtfine_color_by_default(cli, env, tmp_path, monkeypatch, toy_root):
+    """ZoDi's code feeds gtFine_color.png: parking (id 9), guard rail, ... keep their Cityscapes colours
+    (cityscapesscripts' table), where the train-id palette paints them black."""
+    import shutil
+
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+    from PIL import Image
+
+    from zodicli.diffusion import layout
+
+    lut = layout.palette("cityscapes-full")
+    for lab in cs_labels:
+        if 0 <= lab.id < 34:
+            assert tuple(lut[lab.id]) == lab.color, lab.name
+    city = tmp_path / "city"
+    shutil.copytree(toy_root, city)
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(city))
+    first = sorted((city / "cityscapes/gtFine/val").rglob("*_labelIds.png"))[0]
+    ids = np.array(Image.open(first))
+    ids[:, :40] = 9                                                    # parking
+    Image.fromarray(ids).save(first)
+    seen = []
+    real = layout.control_image
+    monkeypatch.setattr(layout, "control_image", lambda maps, name: seen.append((maps[0], name)) or real(maps, name))
+    args = ["translate", "--src", "toy:clear:val", "--prompt", "fog", *TINY, "--steps", "2", "--strength", "0.5"]
+    assert cli(*args, "--out", tmp_path / "full.h5")[0] == 0
+    maps, name = seen[0]
+    assert name == "cityscapes-full" and (maps[:, :10] == 9).all()
+    assert Artifact(tmp_path / "full.h5").meta["settings"]["palette"] == "cityscapes-full"
+    assert tuple(real([maps], name)[0, :, 0, 0].mul(255).round().int().tolist()) == (250, 170, 160)
+    seen.clear()
+    assert cli(*args, "--palette", "cityscapes", "--out", tmp_path / "train.h5")[0] == 0
+    maps, name = seen[0]
+    assert name == "cityscapes" and (maps[:, :10] == 255).all()                    # ignore: black
+    code, _, err = cli(*args, "--src", f"h5:{tmp_path / 'full.h5'}", "--palette", "cityscapes-full", "--out", tmp_path / "x.h5")
+    assert code == 1 and "--palette cityscapes-full needs label ids" in err

@@ -24,8 +24,10 @@ DIFFUSION_OPTIONS = [
     click.option("--steps", default=None, type=click.IntRange(min=1), help="DDIM steps of the full schedule [default: 20]."),
     click.option("--guidance-scale", default=9.0, show_default=True, type=float, help="Classifier-free guidance on the text."),
     click.option("--eta", default=1.0, show_default=True, type=float),
-    click.option("--palette", default="cityscapes", show_default=True, type=click.Choice(["cityscapes", "ade20k"]),
-                 help="Label colours for ControlNet (ZoDi's code: cityscapes; ControlNet-seg was trained on ade20k)."),
+    click.option("--palette", default=None, type=click.Choice(["cityscapes-full", "cityscapes", "ade20k"]),
+                 help="Label colours for ControlNet: cityscapes-full (all 34 label ids, as gtFine_color.png: ZoDi's code; "
+                      "the default where the source has label ids), cityscapes (19 train ids, the default elsewhere), "
+                      "ade20k (ControlNet-seg's training palette)."),
     click.option("--control-scale", default=1.0, show_default=True, type=float),
     click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8), help="Processing size: short side in pixels."),
     click.option("--size", default=None, type=SIZE, help="Processing size HxW instead of --short-side."),

@@ -66,6 +66,14 @@ class Dataset:
     def has_labels(self) -> bool:
         return True
 
+    def label_ids(self, key: str) -> np.ndarray | None:
+        """(H, W) uint8 Cityscapes label ids as stored (ZoDi colours all 34 for ControlNet), or None."""
+        return None
+
+    @property
+    def has_label_ids(self) -> bool:
+        return False
+
     def __len__(self) -> int:
         return len(self.keys())
 
@@ -106,9 +114,16 @@ class Union(Dataset):
     def label(self, key):
         return self._owner[key].label(key)
 
+    def label_ids(self, key):
+        return self._owner[key].label_ids(key)
+
     @property
     def has_labels(self):
         return all(p.has_labels for p in self.parts)
+
+    @property
+    def has_label_ids(self):
+        return all(p.has_label_ids for p in self.parts)
 
 
 class FileDataset(Dataset):
@@ -159,6 +174,16 @@ class FileDataset(Dataset):
     @property
     def has_labels(self):
         return any(lbl is not None for _, lbl in self._pairs.values())
+
+    def label_ids(self, key):
+        path = self.paths(key)[1]
+        if path is None or not self.has_label_ids:
+            return None
+        return np.minimum(read_label(path), 255).astype(np.uint8)
+
+    @property
+    def has_label_ids(self):
+        return self._decode is decode_label_ids and self.has_labels
 
 
 def file_signature(path: Path, head: int = 4096) -> bytes:

@@ -1,7 +1,9 @@
-"""Train-id label map -> ControlNet-seg conditioning image, and the processing size.
+"""Label map -> ControlNet-seg conditioning image, and the processing size.
 
-ControlNet-seg (control_v11p_sd15_seg) was trained on ADE20K-palette maps; ZoDi's public code
-feeds the Cityscapes palette. Both are offered; ignore pixels are black."""
+ControlNet-seg (control_v11p_sd15_seg) was trained on ADE20K-palette maps; ZoDi's public code feeds
+Cityscapes' ``gtFine_color.png``, where all 34 label ids are coloured (parking, rail track, guard
+rail, ...). Palettes: ``cityscapes-full`` (that, indexed by label id), ``cityscapes`` (the 19 train
+ids, everything else black) and ``ade20k`` (train ids in ControlNet-seg's colours)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,13 +13,16 @@ import torch.nn.functional as F
 from ..data import classsets
 from ..errors import InputError
 
-PALETTES = ("cityscapes", "ade20k")
+PALETTES = ("cityscapes-full", "cityscapes", "ade20k")
+BY_LABEL_ID = {"cityscapes-full"}        # palettes indexed by Cityscapes label ids, not train ids
 
 
 def palette(name: str) -> np.ndarray:
-    """(256, 3) uint8 colour per train id; 255 and unknown ids black."""
+    """(256, 3) uint8 colour per train id (per label id for cityscapes-full); others black."""
     if name not in PALETTES:
-        raise InputError(f"unknown palette {name!r}", "use cityscapes or ade20k")
+        raise InputError(f"unknown palette {name!r}", f"use {', '.join(PALETTES)}")
+    if name == "cityscapes-full":
+        return classsets.label_id_colors()
     lut = np.zeros((256, 3), np.uint8)
     colors = classsets.load("cityscapes19").colors if name == "cityscapes" else classsets.cityscapes_to_ade20k_colors()
     lut[: len(colors)] = colors
@@ -52,6 +57,7 @@ def resize_label(lbl: np.ndarray, size) -> np.ndarray:
 
 
 def control_image(labels: list[np.ndarray], palette_name: str) -> torch.Tensor:
-    """(N, 3, H, W) float in [0, 1]: the coloured label maps / 255."""
+    """(N, 3, H, W) float in [0, 1]: the coloured label maps / 255 (label ids for cityscapes-full,
+    train ids otherwise)."""
     lut = palette(palette_name)
     return torch.stack([torch.from_numpy(lut[lbl]).permute(2, 0, 1) for lbl in labels]).float() / 255

@@ -48,7 +48,7 @@ class DiffusionSettings:
     eta: float = 1.0
     method: str = "zodi"
     exact_timestep: bool = False
-    palette: str = "cityscapes"
+    palette: str | None = None               # default: cityscapes-full where the source has label ids (ZoDi's code)
     control_scale: float = 1.0
     short_side: int = 512
     size: tuple[int, int] | None = None
@@ -95,7 +95,26 @@ class DiffusionSettings:
 def _recorded(settings: dict, s: DiffusionSettings) -> dict:
     """The command's settings with the preset-filled values, as every artifact records them."""
     return {**settings, "prompt": s.prompt, "strength": s.strength, "steps": s.steps, "method": s.method,
-            "negative_prompt": s.negative_prompt}
+            "negative_prompt": s.negative_prompt, "palette": s.palette}
+
+
+def _choose_palette(s: DiffusionSettings, has_label_ids: bool, source: str) -> None:
+    """ZoDi's code feeds gtFine_color.png, every label id coloured: the default wherever the source
+    stores label ids (Cityscapes, ACDC, GTA5); the 19 train-id colours elsewhere."""
+    if s.palette is None:
+        s.palette = "cityscapes-full" if has_label_ids else "cityscapes"
+    elif s.palette == "cityscapes-full" and not has_label_ids:
+        raise InputError(f"--palette cityscapes-full needs label ids, and {source} has none",
+                         "use --palette cityscapes (train ids) or ade20k, or a source with labelIds files")
+
+
+def _control_maps(s: DiffusionSettings, train_ids: list[np.ndarray], label_ids) -> list[np.ndarray]:
+    """What the palette colours: label ids (cityscapes-full) or train ids, at processing size."""
+    from ..diffusion.layout import BY_LABEL_ID, resize_label
+
+    if s.palette not in BY_LABEL_ID:
+        return train_ids
+    return [resize_label(ids, lbl.shape) for ids, lbl in zip(label_ids(), train_ids)]
 
 
 def _dtype(name: str):
@@ -178,6 +197,7 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
     ds = open_dataset(s.src, s.data_root, s.allow_partial)
     if not ds.has_labels:
         raise InputError(f"{s.src} has no labels", "ControlNet-seg needs label maps; use a labelled split")
+    _choose_palette(s, ds.has_label_ids, s.src)
     stack = _stack(s, need_control=bool(s.controlnet))
     ts = kept_timesteps(s.steps, s.strength, stack.num_train_timesteps)
     noise_dtype = np.float16 if s.noise_dtype == "fp16" else np.float32
@@ -196,7 +216,8 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
             gens = generators(s.seed, [keys[i] for i in idx])
             ims = [resize_image(images[i], sizes[idx[0]]) for i in idx]
             lbs = [resize_label(labels[i], sizes[idx[0]]) for i in idx]
-            control = control_image(lbs, s.palette).to(stack.device) if stack.controlnet else None
+            maps = _control_maps(s, lbs, lambda: [ds.label_ids(keys[i]) for i in idx])
+            control = control_image(maps, s.palette).to(stack.device) if stack.controlnet else None
             cond, uncond = _text(stack, s, len(idx))
             z0 = stack.encode(ims, gens)
             if s.method == "zodi":
@@ -210,6 +231,8 @@ def invert(s: DiffusionSettings, settings: dict, shard=None, overwrite=False) ->
                 out["z0"][i] = z0[j].cpu().numpy()
                 out["start"][i] = start[j].cpu().numpy()
                 out["labels"][i] = lbs[j]
+                if maps is not lbs:
+                    out.setdefault("label_ids", [None] * len(keys))[i] = maps[j]
                 if s.method == "ddpm":
                     out["noise"][i] = noise[j].cpu().numpy().astype(noise_dtype)
                     out["path"][i] = path[j].cpu().numpy().astype(noise_dtype)
@@ -236,12 +259,16 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
             raise InputError(f"--skip needs a --method ddpm inversion with its path latents; {s.src} is "
                              + ("an older one without them" if s.method == "ddpm" else f"a {s.method} inversion"),
                              "re-run 'zodi invert --method ddpm'")
+        s.palette = s.palette or inv.meta["settings"].get("palette") or "cityscapes"
+        _choose_palette(s, inv.has("label_ids"), s.src)
     elif s.skip:
         raise InputError("--skip applies to translating a --method ddpm inversion", "pass --src h5:INVERSION.h5")
     s.resolve()
     ds = None if inv is not None else open_dataset(s.src, s.data_root, s.allow_partial)   # cheap checks first
     if ds is not None and not ds.has_labels:
         raise InputError(f"{s.src} has no labels", "ControlNet-seg needs label maps; use a labelled split")
+    if ds is not None:
+        _choose_palette(s, ds.has_label_ids, s.src)
     stack = _stack(s, need_control=bool(s.controlnet))
     guide_factory = _label_guidance(s, stack) if s.label_guidance == "sgg" else None
     keys_all = inv.keys if inv is not None else ds.keys()
@@ -266,7 +293,9 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
             gens = generators(s.seed, [keys[i] for i in idx])
             size = tuple(sizes[idx[0]])
             lbs = [labels[i] for i in idx] if inv is not None else [resize_label(src_labels[i], size) for i in idx]
-            control = control_image(lbs, s.palette).to(stack.device) if stack.controlnet else None
+            maps = _control_maps(s, lbs, lambda: [inv.get("label_ids", keys[i]) for i in idx] if inv is not None
+                                 else [ds.label_ids(keys[i]) for i in idx])
+            control = control_image(maps, s.palette).to(stack.device) if stack.controlnet else None
             cond, uncond = _text(stack, s, len(idx))
             guide = guide_factory(lbs) if guide_factory else None
             if inv is None:
@@ -304,7 +333,7 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
         from ..metrics.figures import contact_sheet
 
         path = Path(summary["out"]).with_suffix(".preview.png")
-        contact_sheet(path, previews, s.palette)
+        contact_sheet(path, previews, "cityscapes" if s.palette == "cityscapes-full" else s.palette)   # train ids
         summary["preview"] = str(path)
     return summary
 
