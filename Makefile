@@ -9,7 +9,7 @@ SEEDS   ?= 1
 JOBS    ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test demo bench clean toy-model toy-check table-zodi table-madm table-diff
+.PHONY: install test wheel-smoke demo bench clean toy-model toy-check table-zodi table-madm table-diff
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=5 -n $(JOBS) --dist worksteal
+
+# The installed-wheel path, outside the checkout (CI runs it after the suite).
+wheel-smoke:
+	PY=$(PY) TORCH=$(TORCH) bash .ci/wheel-smoke
 
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo/run.sh $(DEMO) "$(SEEDS)"

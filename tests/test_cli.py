@@ -207,3 +207,16 @@ def test_artifact_reader_survives_fork(tmp_path):
 def _sum_item(arg):
     art, key = arg
     return int(art.get("x", key).sum())
+
+
+def test_presets_ship_inside_the_package_and_python_m_works(tmp_path):
+    """An installed wheel has no recipes/ beside it: presets come from the package (importlib.resources).
+    CI also installs the built wheel in a fresh venv and runs it from an empty folder (.ci/wheel-smoke)."""
+    env = {k: v for k, v in os.environ.items() if k != "ZODI_PRESETS"}
+    r = subprocess.run([sys.executable, "-m", "zodicli", "models", "list", "--json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert {"sd15", "sd14", "sd21-base", "controlnet-seg"} <= {row["name"] for row in json.loads(r.stdout)}
+    from zodicli import presets
+
+    assert presets.domains()["fog"] == {"prompt": "driving in fog", "strength": 0.6, "steps": 20}

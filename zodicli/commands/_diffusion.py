@@ -14,7 +14,7 @@ DIFFUSION_OPTIONS = [
     click.option("--controlnet", default="controlnet-seg", show_default=True, help="ControlNet-seg: preset or folder; 'none' to skip."),
     click.option("--model-config", default=None, help="Diffusers folder with the configs of a single-file --model."),
     click.option("--domain", default=None, type=click.Choice(["fog", "night", "rain", "snow", "game"]),
-                 help="Preset prompt, strength and steps (recipes/zodi/domains.yaml); each can be overridden."),
+                 help="Preset prompt, strength and steps (zodicli/presets/domains.yaml); each can be overridden."),
     click.option("--prompt", default=None, help="Target-domain prompt, e.g. 'snowy street'."),
     click.option("--prompt-suffix", default=", best quality", show_default=True),
     click.option("--negative-prompt", default=None,

@@ -14,7 +14,7 @@ def command():
 @command.command("list")
 @json_option
 def list_(json_output):
-    """Presets from recipes/models.yaml, resolved under $ZODI_MODELS, and whether they are present."""
+    """Presets (zodicli/presets/models.yaml), resolved under $ZODI_MODELS, and whether they are present."""
     from ..diffusion.models import presets, resolve
 
     rows = [{"name": n, "path": str(resolve(n)[0]), "found": resolve(n)[0].exists()} for n in presets()]

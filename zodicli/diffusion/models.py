@@ -1,5 +1,5 @@
 """Loading Stable Diffusion (+ ControlNet) from local folders, single checkpoint files or named
-presets (``recipes/models.yaml``, resolved under ``$ZODI_MODELS``), and the :class:`Stack` the
+presets (``zodicli/presets/models.yaml``, resolved under ``$ZODI_MODELS``), and the :class:`Stack` the
 algorithms call: text encoding, VAE encode/decode, and the guided noise prediction ε̂.
 
 Nothing here touches the network: every ``from_pretrained`` runs with ``local_files_only``.
@@ -14,7 +14,6 @@ import torch
 
 from ..errors import InputError
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 OBTAIN = ("download it on a machine with network access (e.g. `huggingface-cli download <repo> --local-dir DIR`) "
           "and copy it here; zodi never downloads")
 
@@ -24,10 +23,9 @@ def models_root() -> Path:
 
 
 def presets() -> dict:
-    import yaml
+    from .. import presets as shipped
 
-    path = Path(os.environ.get("ZODI_PRESETS", RECIPES / "models.yaml"))
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return shipped.models()
 
 
 def resolve(spec: str) -> tuple[Path, Path | None]:

@@ -21,12 +21,9 @@ NEGATIVE = "lower quality, worst quality"
 
 
 def domain_presets() -> dict:
-    import yaml
+    from .. import presets
 
-    from ..diffusion.models import RECIPES
-
-    path = RECIPES / "zodi" / "domains.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return presets.domains()
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""One module per subcommand: parse options, call one core function, print the result."""

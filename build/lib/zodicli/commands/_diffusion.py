@@ -1,0 +1,79 @@
+"""Options shared by invert and translate, and their mapping onto DiffusionSettings."""
+from __future__ import annotations
+
+import click
+
+from ._options import (allow_partial_option, config_option, data_root_option, emit_json, json_option, overwrite_option,
+                       resolved_settings, shard_option)
+from ._types import SIZE
+
+DIFFUSION_OPTIONS = [
+    click.option("--src", required=True, help="Dataset (gta, cs:train, toy:clear:val, ...) or h5:FILE (an inversion artifact or images)."),
+    click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output artifact (.h5)."),
+    click.option("--model", default="sd15", show_default=True, help="Stable Diffusion: preset, diffusers folder or .ckpt/.safetensors."),
+    click.option("--controlnet", default="controlnet-seg", show_default=True, help="ControlNet-seg: preset or folder; 'none' to skip."),
+    click.option("--model-config", default=None, help="Diffusers folder with the configs of a single-file --model."),
+    click.option("--domain", default=None, type=click.Choice(["fog", "night", "rain", "snow", "game"]),
+                 help="Preset prompt, strength and steps (zodicli/presets/domains.yaml); each can be overridden."),
+    click.option("--prompt", default=None, help="Target-domain prompt, e.g. 'snowy street'."),
+    click.option("--prompt-suffix", default=", best quality", show_default=True),
+    click.option("--negative-prompt", default=None,
+                 help="Prompt of guidance's unconditional branch [default: 'lower quality, worst quality' for zodi "
+                      "(ZoDi's code); '' for ddpm and ddim (their authors' code)]."),
+    click.option("--strength", default=None, type=float, help="γ in (0, 1] [default: domain preset, else 0.6]."),
+    click.option("--steps", default=None, type=click.IntRange(min=1), help="DDIM steps of the full schedule [default: 20]."),
+    click.option("--guidance-scale", default=9.0, show_default=True, type=float, help="Classifier-free guidance on the text."),
+    click.option("--eta", default=1.0, show_default=True, type=float),
+    click.option("--palette", default=None, type=click.Choice(["cityscapes-full", "cityscapes", "ade20k"]),
+                 help="Label colours for ControlNet: cityscapes-full (all 34 label ids, as gtFine_color.png: ZoDi's code; "
+                      "the default where the source has label ids), cityscapes (19 train ids, the default elsewhere), "
+                      "ade20k (ControlNet-seg's training palette)."),
+    click.option("--control-scale", default=1.0, show_default=True, type=float),
+    click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8), help="Processing size: short side in pixels."),
+    click.option("--size", default=None, type=SIZE, help="Processing size HxW instead of --short-side."),
+    click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="Items loaded and written together (does not change results)."),
+    click.option("--compute-batch", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="Rows of every model call (padded); raise it on a GPU for throughput. Recorded in the settings "
+                      "hash: kernels' float results depend on the call shape."),
+    click.option("--device", default="auto", show_default=True),
+    click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"])),
+    click.option("--vae-tiling", is_flag=True, help="Tile and slice the VAE (large inputs, e.g. 2048x1024)."),
+]
+
+
+def diffusion_options(f):
+    for opt in reversed(DIFFUSION_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def per_item_options(f):
+    """The options every artifact-writing command ends with."""
+    for opt in (config_option, json_option, allow_partial_option, overwrite_option, shard_option, data_root_option):
+        f = opt(f)
+    return f
+
+
+def run(step, verb: str, json_output, shard, overwrite, params) -> None:
+    """Call a pipeline step (invert or translate) and report its summary."""
+    from ..store.shards import parse_shard
+
+    summary = step(to_settings(params), resolved_settings(click.get_current_context()), shard=parse_shard(shard),
+                   overwrite=overwrite)
+    if json_output:
+        emit_json(summary)
+        return
+    msg = f"{summary['out']}: {summary['items']} items ({summary['computed']} {verb}, {summary['reused']} reused)"
+    click.echo(msg + (f"; preview {summary['preview']}" if summary.get("preview") else ""))
+
+
+def to_settings(params: dict):
+    from ..pipeline.diffuse import DiffusionSettings
+
+    fields = set(DiffusionSettings.__dataclass_fields__)
+    kw = {k: v for k, v in params.items() if k in fields}
+    if kw.get("controlnet") in ("none", ""):
+        kw["controlnet"] = None
+    return DiffusionSettings(**kw)

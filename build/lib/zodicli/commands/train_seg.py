@@ -1,0 +1,90 @@
+"""zodi train-seg: train a segmentation model (source-only, ZoDi, self-training, adversarial)."""
+from __future__ import annotations
+
+import click
+
+from ._options import allow_partial_option, config_option, data_root_option, emit_json, json_option, overwrite_option
+from ._types import SIZE
+
+
+@click.command("train-seg")
+@click.option("--model", default="deeplabv3plus_r50", show_default=True,
+              help="deeplabv3plus_r18|r50|r101, refinenet_lw_r50, segformer_b0..b5.")
+@click.option("--source", required=True, help="Labelled source dataset, e.g. cs:train, gta, toy:clear:train.")
+@click.option("--synth", multiple=True, help="Translated artifact(s) paired with the source by key (ZoDi); repeatable.")
+@click.option("--target", default=None, help="Unlabelled target images (adversarial alignment, pseudo-labels).")
+@click.option("--target-pl", default=None, help="Pseudo-label artifact of the target ('zodi pseudolabel').")
+@click.option("--val", default=None, help="Source validation split for checkpoint selection, e.g. cs:val.")
+@click.option("--target-val", default=None, help="Target validation split, reported (selection on it is an oracle).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: last.pt, best.pt, metrics.jsonl.")
+@click.option("--iters", default=74300, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=2), help="Per process.")
+@click.option("--crop", default="384x768", show_default=True, type=SIZE, help="Random crop HxW ('none' to skip).")
+@click.option("--resize", default="512x1024", show_default=True, type=SIZE, help="Resize HxW before cropping ('none' to keep).")
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adamw"]))
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--momentum", default=0.9, show_default=True, type=float)
+@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
+@click.option("--poly-power", default=0.9, show_default=True, type=float)
+@click.option("--poly-unit", default="iter", show_default=True, type=click.Choice(["iter", "epoch"]))
+@click.option("--warmup-iters", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--sim-weight", default=None, type=float, help="ZoDi feature similarity weight [default: 0.1 with --synth].")
+@click.option("--pl-weight", default=1.0, show_default=True, type=float)
+@click.option("--pl-threshold", default=0.968, show_default=True, type=float, help="Confidence counted by the DACS weight.")
+@click.option("--adv-weight", default=0.0, show_default=True, type=float, help="Adversarial alignment (needs --target).")
+@click.option("--rcs-temperature", default=None, type=float, help="Rare-class sampling temperature (e.g. 0.01).")
+@click.option("--photometric", is_flag=True, help="Strong photometric augmentation: brightness, gamma, blur, noise.")
+@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--grad-clip", default=None, type=float)
+@click.option("--ckpt-every", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--eval-every", default=0, show_default=True, type=click.IntRange(min=0), help="0: only at the end if --val.")
+@click.option("--eval-limit", default=None, type=click.IntRange(min=1), help="Images per periodic evaluation.")
+@click.option("--log-every", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--select-on", default="source", show_default=True, type=click.Choice(["source", "target"]),
+              help="Best-checkpoint criterion; 'target' is oracle selection and is labelled so.")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+              help="NHWC memory layout for the network: faster convolutions (NCHW draws other dropout masks).")
+@click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--cache-mb", default=512, show_default=True, type=click.FloatRange(min=0),
+              help="Decoded, resized training images kept in memory per data process (results unchanged).")
+@click.option("--pretrained", default=None, help="Local torchvision ResNet weights (or a SegFormer folder).")
+@click.option("--backbone", default=None, help="sd-unet: fine-tune a diffusion UNet (MADM, implies --model sd_unet); "
+              "features:h5:FILE: DIFF's fusion head on cached features (implies --model diff_fusion).")
+@click.option("--sd-model", default=None, help="With --backbone sd-unet: Stable Diffusion preset or folder (MADM: sd14).")
+@click.option("--lplr-weight", default=1.0, show_default=True, type=float,
+              help="Label-palette latent regression weight on the source (sd-unet; MADM: 1, event 20).")
+@click.option("--lplr-target-weight", default=0.0, show_default=True, type=float,
+              help="... on pseudo-labelled target images (with --target-pl; MADM: 1 for depth and infrared, 0 for event).")
+@click.option("--val-features", default=None, help="Cached features of --val, with --backbone features:...")
+@click.option("--fusion-widths", default=None, help="Bottleneck widths, coarse to fine [default: 2048,1024,512].")
+@click.option("--init-from", default=None, type=click.Path(dir_okay=False), help="Start from a train-seg checkpoint's weights.")
+@click.option("--output-stride", default=None, type=click.Choice(["8", "16", "32"]), help="ResNet models [default: 32].")
+@data_root_option
+@allow_partial_option
+@overwrite_option
+@json_option
+@config_option
+def command(json_output, config, **opts):
+    """Train a segmenter; re-running the same command resumes from OUT/last.pt exactly. Runs on one
+    device, or under torchrun with DDP (one process per GPU, or gloo on CPU)."""
+    from ..seg.train import TrainConfig, train
+
+    ctx = click.get_current_context()
+    opts["synth"] = list(opts["synth"])
+    if opts["fusion_widths"]:
+        opts["fusion_widths"] = tuple(int(v) for v in opts["fusion_widths"].split(","))
+    opts["output_stride"] = int(opts["output_stride"]) if opts["output_stride"] else None
+    if opts["eval_every"] == 0 and (opts["val"] or opts["target_val"]):
+        opts["eval_every"] = opts["iters"]
+    settings = {k: v for k, v in ctx.params.items() if k != "config"}
+    summary = train(TrainConfig(**opts), settings=settings, log=lambda m: click.echo(m, err=True))
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return
+    if json_output:
+        emit_json(summary)
+    else:
+        best = summary["best"]
+        sel = f"best {best['score']:.2f} mIoU at {best['iteration']} ({best['selection']})" if best["iteration"] else "no validation"
+        click.echo(f"{summary['out']}: iteration {summary['iteration']} ({summary['done']} this run), {sel}")

@@ -1,0 +1,1 @@
+"""Datasets and class sets. Nothing here imports torch."""

@@ -1,0 +1,1 @@
+"""Diffusion: model loading, inversions, ZoDi transfer, label guidance."""

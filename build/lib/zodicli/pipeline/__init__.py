@@ -1,0 +1,1 @@
+"""Pipeline steps: read items, do the work, write artifacts (the core below the commands)."""

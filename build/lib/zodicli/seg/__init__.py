@@ -1,0 +1,1 @@
+"""Segmentation models and their training and inference."""
