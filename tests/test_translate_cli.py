@@ -272,3 +272,49 @@ def test_zodi_colours_every_label_id_as_gtfine_color_by_default(cli, env, tmp_pa
     assert name == "cityscapes" and (maps[:, :10] == 255).all()                    # ignore: black
     code, _, err = cli(*args, "--src", f"h5:{tmp_path / 'full.h5'}", "--palette", "cityscapes-full", "--out", tmp_path / "x.h5")
     assert code == 1 and "--palette cityscapes-full needs label ids" in err
+
+
+def _hub_cache(root, repo, folder, commit):
+    """A Hugging Face cache entry as `hf download` leaves it: refs/main -> commit -> snapshot files."""
+    import shutil
+
+    entry = root / f"models--{repo.replace('/', '--')}"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, entry / "snapshots" / commit)
+
+
+def test_hub_ids_load_from_the_hugging_face_cache_offline(cli, env, tmp_path, monkeypatch):
+    sd_commit, cn_commit = "1" * 40, "2" * 40
+    cache = tmp_path / "hub"
+    _hub_cache(cache, "zodi-test/tiny-sd", env / "tiny/sd", sd_commit)
+    _hub_cache(cache, "zodi-test/tiny-cn", env / "tiny/controlnet", cn_commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["translate", "--src", "toy:clear:val", "--prompt", "fog", "--short-side", "32", "--steps", "2", "--strength", "0.5"]
+    code, _, err = cli(*args, "--model", "zodi-test/tiny-sd", "--controlnet", "zodi-test/tiny-cn", "--out", tmp_path / "hub.h5")
+    assert code == 0, err
+    inputs = Artifact(tmp_path / "hub.h5").meta["inputs"]
+    assert inputs["model_commit"] == sd_commit and inputs["controlnet_commit"] == cn_commit
+    assert cli(*args, *TINY, "--out", tmp_path / "local.h5")[0] == 0       # the same weights from a local folder
+    assert same(tmp_path / "hub.h5", tmp_path / "local.h5")
+    code, _, err = cli(*args, "--model", "zodi-test/absent", "--controlnet", "none", "--out", tmp_path / "x.h5")
+    assert code == 1 and "zodi-test/absent is not in the Hugging Face cache and downloads are off" in err
+    assert "hf download zodi-test/absent" in err
+    code, _, err = cli(*args, "--model", "zodi-test/tiny-sd", "--revision", "v9", "--controlnet", "none", "--out", tmp_path / "y.h5")
+    assert code == 1 and "zodi-test/tiny-sd@v9 is not in the Hugging Face cache" in err
+
+
+def test_a_preset_falls_back_to_its_hub_repository(cli, env, tmp_path, monkeypatch):
+    presets = tmp_path / "presets.yaml"
+    presets.write_text("mini:\n  repo: zodi-test/tiny-sd\n  path: not-here\n")
+    monkeypatch.setenv("ZODI_PRESETS", str(presets))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, out, _ = cli("models", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["found"] is False
+    code, _, err = cli("translate", "--src", "toy:clear:val", "--prompt", "fog", "--model", "mini", "--controlnet", "none",
+                       "--out", tmp_path / "x.h5")
+    assert code == 1 and "preset 'mini' is not at" in err and f"hf download zodi-test/tiny-sd --local-dir {env / 'not-here'}" in err
+    _hub_cache(tmp_path / "hub", "zodi-test/tiny-sd", env / "tiny/sd", "3" * 40)
+    code, out, _ = cli("models", "list", "--json")
+    assert json.loads(out)[0]["found"] is True and json.loads(out)[0]["path"].endswith("3" * 40)

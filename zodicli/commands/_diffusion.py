@@ -10,8 +10,12 @@ from ._types import SIZE
 DIFFUSION_OPTIONS = [
     click.option("--src", required=True, help="Dataset (gta, cs:train, toy:clear:val, ...) or h5:FILE (an inversion artifact or images)."),
     click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output artifact (.h5)."),
-    click.option("--model", default="sd15", show_default=True, help="Stable Diffusion: preset, diffusers folder or .ckpt/.safetensors."),
-    click.option("--controlnet", default="controlnet-seg", show_default=True, help="ControlNet-seg: preset or folder; 'none' to skip."),
+    click.option("--model", default="sd15", show_default=True,
+                 help="Stable Diffusion: preset, diffusers folder, .ckpt/.safetensors, or Hugging Face id "
+                      "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5; from the HF cache, downloaded when online)."),
+    click.option("--revision", default=None, help="Branch, tag or commit of a Hugging Face --model [default: main]."),
+    click.option("--controlnet", default="controlnet-seg", show_default=True,
+                 help="ControlNet-seg: preset, folder or Hugging Face id; 'none' to skip."),
     click.option("--model-config", default=None, help="Diffusers folder with the configs of a single-file --model."),
     click.option("--domain", default=None, type=click.Choice(["fog", "night", "rain", "snow", "game"]),
                  help="Preset prompt, strength and steps (zodicli/presets/domains.yaml); each can be overridden."),

@@ -14,15 +14,23 @@ def command():
 @command.command("list")
 @json_option
 def list_(json_output):
-    """Presets (zodicli/presets/models.yaml), resolved under $ZODI_MODELS, and whether they are present."""
+    """Presets (zodicli/presets/models.yaml): under $ZODI_MODELS, else in the Hugging Face cache; never downloads."""
     from ..diffusion.models import presets, resolve
 
-    rows = [{"name": n, "path": str(resolve(n)[0]), "found": resolve(n)[0].exists()} for n in presets()]
+    from ..diffusion.models import models_root
+
+    rows = []
+    for name, entry in presets().items():
+        path = resolve(name, local_only=True)[0]         # never downloads
+        local = models_root() / entry["path"] if entry.get("path") else None
+        rows.append({"name": name, "repo": entry.get("repo"), "path": str(path or local),
+                     "found": path is not None and path.exists()})
     if json_output:
         emit_json(rows)
         return
     for r in rows:
-        click.echo(f"{r['name']:<16} {r['path']}  ({'found' if r['found'] else 'missing'})")
+        click.echo(f"{r['name']:<16} {r['path']}  ({'found' if r['found'] else 'missing'}"
+                   + (f"; hf download {r['repo']}" if r["repo"] and not r["found"] else "") + ")")
 
 
 @command.command("make-tiny")

@@ -2,7 +2,8 @@
 presets (``zodicli/presets/models.yaml``, resolved under ``$ZODI_MODELS``), and the :class:`Stack` the
 algorithms call: text encoding, VAE encode/decode, and the guided noise prediction ε̂.
 
-Nothing here touches the network: every ``from_pretrained`` runs with ``local_files_only``.
+Hub ids are resolved to a local snapshot first (``hub.py``: the cache, or a download when online);
+every ``from_pretrained`` then runs with ``local_files_only`` on that folder.
 """
 from __future__ import annotations
 
@@ -14,10 +15,6 @@ import torch
 
 from ..errors import InputError
 
-OBTAIN = ("download it on a machine with network access (e.g. `huggingface-cli download <repo> --local-dir DIR`) "
-          "and copy it here; zodi never downloads")
-
-
 def models_root() -> Path:
     return Path(os.environ.get("ZODI_MODELS", "models"))
 
@@ -28,20 +25,39 @@ def presets() -> dict:
     return shipped.models()
 
 
-def resolve(spec: str) -> tuple[Path, Path | None]:
-    """A preset name or a path -> (path, optional config folder for single files)."""
+def resolve(spec: str, revision: str | None = None, pipeline: bool = True, local_only: bool = False
+            ) -> tuple[Path | None, Path | None]:
+    """A preset, a local path or a Hugging Face repository id -> (local path, config folder for a
+    single file or None). A preset's folder under $ZODI_MODELS wins; else its Hub repository is
+    taken from the cache (or downloaded when online). ``local_only``: never download (None if absent)."""
+    from . import hub
+
     table = presets()
     if spec in table:
-        entry = table[spec]
-        root = models_root()
-        cfg = entry.get("config")
-        return root / entry["path"], (root / cfg if cfg else None)
+        entry, root = table[spec], models_root()
+        local = root / entry["path"] if entry.get("path") else None
+        cfg = root / entry["config"] if entry.get("config") else None
+        if (local is not None and local.exists()) or not entry.get("repo"):
+            return local, cfg
+        try:
+            return hub.snapshot(entry["repo"], revision, pipeline, str(local) if local else None, local_only), cfg
+        except InputError as e:             # say where the preset was looked for, then why the Hub failed
+            raise InputError(f"preset '{spec}' is not at {local} ($ZODI_MODELS={root}), and {e.message}", e.hint) from None
+    if hub.looks_like_repo_id(spec):
+        return hub.snapshot(spec, revision, pipeline, local_only=local_only), None
     return Path(spec), None
 
 
 def _missing(what: str, path: Path, spec: str) -> InputError:
-    via = f" (preset '{spec}' under $ZODI_MODELS={models_root()})" if spec in presets() else ""
-    return InputError(f"{what} not found at {path}{via}", OBTAIN)
+    entry = presets().get(spec)
+    if entry is not None:
+        from .hub import hint
+
+        how = hint(entry["repo"], str(path)) if entry.get("repo") else f"put it at {path}"
+        return InputError(f"{what} not found at {path} (preset '{spec}' under $ZODI_MODELS={models_root()})", how)
+    return InputError(f"{what} not found at {path}",
+                      "pass an existing folder or .safetensors file, a preset ('zodi models list') or a Hugging Face "
+                      "repository id such as stable-diffusion-v1-5/stable-diffusion-v1-5")
 
 
 def fixed_batches(fn, k: int, *tensors):
@@ -158,16 +174,17 @@ class Stack:
 
 def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=torch.float32,
                model_config: str | None = None, vae_tiling: bool = False, compute_batch: int = 1,
-               control_scale: float = 1.0) -> Stack:
-    """Load SD (+ ControlNet) from a diffusers folder, a single .ckpt/.safetensors file, or a preset."""
+               control_scale: float = 1.0, revision: str | None = None) -> Stack:
+    """Load SD (+ ControlNet) from a diffusers folder, a single .ckpt/.safetensors file, a preset or a
+    Hugging Face repository id (``revision``: of the SD repository)."""
     from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()      # zodi's own bars are the ones users follow
-    path, cfg = resolve(model)
+    path, cfg = resolve(model, revision)
     cfg = Path(model_config) if model_config else cfg
-    if not path.exists():
+    if path is None or not path.exists():
         raise _missing("Stable Diffusion model", path, model)
     if path.is_dir():
         if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
@@ -192,8 +209,8 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
         sched_cfg = dict(pipe.scheduler.config)
     cn = None
     if controlnet:
-        cpath, _ = resolve(controlnet)
-        if not cpath.exists():
+        cpath, _ = resolve(controlnet, pipeline=False)
+        if cpath is None or not cpath.exists():
             raise _missing("ControlNet", cpath, controlnet)
         cn = (_load_part(ControlNetModel, cpath) if cpath.is_dir()
               else _load_part(ControlNetModel.from_single_file, cpath))

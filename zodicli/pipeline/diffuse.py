@@ -33,6 +33,7 @@ class DiffusionSettings:
     src: str
     out: str
     model: str = "sd15"
+    revision: str | None = None              # of a Hub --model: branch, tag or commit
     controlnet: str | None = "controlnet-seg"
     model_config: str | None = None
     domain: str | None = None
@@ -129,7 +130,7 @@ def _stack(s: DiffusionSettings, need_control: bool):
     if s.dtype == "fp16" and dev.type == "cpu":
         raise InputError("--dtype fp16 on the CPU", "use fp32 or bf16 on the CPU")
     return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config,
-                      s.vae_tiling, s.compute_batch, s.control_scale)
+                      s.vae_tiling, s.compute_batch, s.control_scale, s.revision)
 
 
 def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
@@ -138,14 +139,20 @@ def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
     from ..diffusion.models import resolve
     from ..store.fingerprint import file_fingerprint, tree_fingerprint
 
-    def fp(spec, config=None):                  # as load_stack reads them: a single file's config folder counts
-        path, preset_cfg = resolve(spec)
+    from ..diffusion.hub import commit_of
+
+    out = {}
+
+    def fp(name, spec, revision=None, pipeline=True, config=None):   # as load_stack reads them
+        path, preset_cfg = resolve(spec, revision, pipeline)
         cfg = Path(config) if config else preset_cfg
+        if commit_of(path):                     # a Hub snapshot: its commit is provenance too
+            out[f"{name}_commit"] = commit_of(path)
         return f"{spec}@{tree_fingerprint(path)}" + (f"+{tree_fingerprint(cfg)}" if path.is_file() and cfg else "")
 
-    out = {"model": fp(s.model, s.model_config)}
+    out["model"] = fp("model", s.model, s.revision, config=s.model_config)
     if control:
-        out["controlnet"] = fp(s.controlnet) if s.controlnet else ""
+        out["controlnet"] = fp("controlnet", s.controlnet, pipeline=False) if s.controlnet else ""
     if s.segmenter and s.label_guidance == "sgg":
         out["segmenter"] = f"{s.segmenter}@{file_fingerprint(s.segmenter)}"
     return out
