@@ -2,7 +2,11 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-TORCH   := torch==2.13.0
+TORCH   ?= torch==2.13.0
+# Where pip takes torch from: empty = pip's configured indexes (PyPI's Linux wheels are CUDA builds;
+# this project's machines add a local folder with the CPU build); a PyTorch index picks the build,
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu or .../whl/cu126 on a CUDA cluster.
+TORCH_INDEX ?=
 STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 SEEDS   ?= 1
@@ -13,11 +17,11 @@ export HF_HUB_OFFLINE := 1
 
 install: $(STAMP)
 
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# torch first, pinned, from TORCH_INDEX when given; then zodi, whose torch range that build satisfies.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -26,7 +30,7 @@ test: $(STAMP)
 
 # The installed-wheel path, outside the checkout (CI runs it after the suite).
 wheel-smoke:
-	PY=$(PY) TORCH=$(TORCH) bash .ci/wheel-smoke
+	PY=$(PY) TORCH=$(TORCH) TORCH_INDEX=$(TORCH_INDEX) bash .ci/wheel-smoke
 
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo/run.sh $(DEMO) "$(SEEDS)"

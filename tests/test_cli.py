@@ -220,3 +220,20 @@ def test_presets_ship_inside_the_package_and_python_m_works(tmp_path):
     from zodicli import presets
 
     assert presets.domains()["fog"] == {"prompt": "driving in fog", "strength": 0.6, "steps": 20}
+
+
+def test_batch_logs_get_plain_progress_lines(cli, toy_env, tmp_path, baseline_preds, monkeypatch):
+    """stderr is not a terminal here (as in a Slurm log): no bar, but a line every ZODI_PROGRESS_SECONDS."""
+    import re
+
+    monkeypatch.setenv("ZODI_PROGRESS_SECONDS", "0")
+    model = tmp_path / "bl.npz"
+    assert cli("baseline", "fit", "--train", "toy:clear:train", "--out", model)[0] == 0
+    code, _, err = cli("baseline", "predict", "--model", model, "--src", "toy:fog:val", "--batch-size", "2", "--out", tmp_path / "lines.h5")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 3, err                    # after each batch of 2, and at the end
+    assert re.fullmatch(r"zodi baseline predict: 2/4 items \(50\.0 %\), [\d.e+]+ item/s, \d\d:\d\d:\d\d left", lines[0])
+    assert lines[-1].startswith("zodi baseline predict: 4/4 items (100.0 %)") and lines[-1].endswith("00:00:00 left")
+    monkeypatch.delenv("ZODI_PROGRESS_SECONDS")
+    code, _, err = cli("baseline", "predict", "--model", model, "--src", "toy:fog:val", "--out", tmp_path / "quiet.h5")
+    assert code == 0 and err == ""                                # short runs stay quiet

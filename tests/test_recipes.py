@@ -310,3 +310,31 @@ def test_toy_export_carries_the_given_cards_history_and_names_the_start(tmp_path
             " noise loss weighted by its class's rarity to the power 0.5, EMA") in text
     training = json.loads((tmp_path / "model/TRAINING.json").read_text())
     assert training["focus"] == [[10, "night:bus,wall"]] and training["class_weight"] == [[11, 0.5]]
+
+
+def test_slurm_array_keeps_quoted_arguments_and_passes_sbatch_options(tmp_path):
+    """A stub sbatch records its argv; each --wrap, run by a shell as Slurm does, must give zodi the
+    arguments exactly as the user quoted them."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    (bindir / "sbatch").write_text(f'#!{sys.executable}\nimport json, sys\n'
+                                   f'open({str(log)!r}, "a").write(json.dumps(sys.argv[1:]) + "\\n")\nprint("4242")\n')
+    (bindir / "sbatch").chmod(0o755)
+    (bindir / "zodi").write_text(f'#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n')
+    (bindir / "zodi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+           "SBATCH_ARGS": "--gres=gpu:1 --partition=gpu --time=04:00:00"}
+    r = subprocess.run(["bash", "recipes/slurm/array.sh", "8", "out/syn it.h5", "translate", "--src", "gta", "--prompt",
+                        "snowy street", "--negative-prompt", "it's \"bad\""], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    shards, merge = (json.loads(line) for line in log.read_text().splitlines())
+    assert shards[:4] == ["--parsable", "--array=0-7", "--job-name=zodi-shards", "--gres=gpu:1"]
+    assert "--partition=gpu" in shards and "--time=04:00:00" in shards and "--gres=gpu:1" in merge
+    assert merge[0] == "--dependency=afterok:4242"
+    for argv, expected in ((shards, ["translate", "--src", "gta", "--prompt", "snowy street", "--negative-prompt", "it's \"bad\"",
+                                     "--out", "out/syn it.h5", "--shard", "auto"]),
+                           (merge, ["merge", "out/syn it.h5"])):
+        wrap = next(a for a in argv if a.startswith("--wrap="))[len("--wrap="):]
+        ran = subprocess.run(["bash", "-c", wrap], env=env, capture_output=True, text=True)
+        assert json.loads(ran.stdout) == expected

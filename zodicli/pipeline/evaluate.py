@@ -13,7 +13,8 @@ from ..data.registry import decode_label_ids, decode_train_ids, open_dataset
 from ..errors import InputError, os_error_message
 from ..store.files import atomic_path, write_text
 from ..metrics.confusion import ConfusionMatrix
-from .loop import bounded_map, progress
+from ..progress import progress
+from .loop import bounded_map
 
 PRED_ENCODINGS = {"trainid": decode_train_ids, "labelid": decode_label_ids}
 

@@ -6,17 +6,11 @@ Randomness must come from (seed, key) inside ``work`` so results do not depend o
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable, Mapping, Sequence
 
+from ..progress import progress
 from ..store import ArtifactWriter
 from ..store.shards import shard_keys, shard_path
-
-
-def progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, disable=None, leave=False)
 
 
 def bounded_map(fn, items, workers: int = 4):

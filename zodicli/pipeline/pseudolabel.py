@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..store import Artifact
-from .loop import progress, run_per_item
+from ..progress import progress
+from .loop import run_per_item
 from .predict import predict
 
 BINS = 1000

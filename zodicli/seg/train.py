@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -518,9 +517,9 @@ def _evaluate(cfg, model, device, dtype, rank, world) -> dict:
 
 
 def _bar(total, start):
-    from tqdm import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, initial=start, desc="train-seg", unit="it", file=sys.stderr, disable=None)
+    return progress(total, "train-seg", unit="it", initial=start)
 
 
 def _versions():

@@ -50,7 +50,7 @@ def library_versions() -> dict:
     import platform
 
     out = {"python": platform.python_version(), "zodi": __version__}
-    for pkg in ("numpy", "h5py", "torch", "diffusers", "transformers", "safetensors", "pillow", "scikit-image"):
+    for pkg in ("numpy", "h5py", "torch", "diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub", "pillow"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
