@@ -26,7 +26,7 @@ def test_hand_computed_three_class_matrix():
                                   [1, 0, 1, 0]]
     s = cm.scores(NAMES)
     # a: tp 1, fp 1 (c->a), fn 1 -> 1/3; b: tp 2, fp 1, fn 1 -> 2/4; c: tp 1, fp 0, fn 1 -> 1/2
-    assert s["iou"] == pytest.approx({"a": 1 / 3, "b": 0.5, "c": 0.5})
+    assert s["iou"] == pytest.approx({"a": 100 / 3, "b": 50.0, "c": 50.0})           # percent, as mIoU
     assert s["miou"] == pytest.approx((1 / 3 + 0.5 + 0.5) / 3 * 100)
     assert s["pixel_acc"] == pytest.approx(4 / 7 * 100)
     assert s["mean_acc"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3 * 100)
@@ -38,7 +38,7 @@ def test_accumulates_over_images_not_mean_of_images():
     cm.update(np.array([[0, 0, 0, 0]], np.uint8), np.array([[0, 0, 0, 0]], np.uint8))   # a perfect
     cm.update(np.array([[1]], np.uint8), np.array([[0]], np.uint8))                     # one miss
     # dataset-level: a tp 4 fn 1 -> 0.8; b: tp 0 fp 1 -> 0. Per-image mean would differ.
-    assert cm.scores(("a", "b"))["iou"] == pytest.approx({"a": 0.8, "b": 0.0})
+    assert cm.scores(("a", "b"))["iou"] == pytest.approx({"a": 80.0, "b": 0.0})
 
 
 def test_absent_classes_are_nan_and_skipped():
@@ -65,7 +65,7 @@ def test_synthia_subsets_score_the_19_class_matrix_directly():
     s13 = cm.scores(names, classsets.load("synthia13").eval_ids)
     assert len(s16["iou"]) == 16 and "terrain" not in s16["iou"] and "truck" not in s16["iou"] and "train" not in s16["iou"]
     assert len(s13["iou"]) == 13 and not {"wall", "fence", "pole"} & set(s13["iou"])
-    expect16 = np.mean([full["iou"][n] for n in s16["iou"]]) * 100
+    expect16 = np.mean([full["iou"][n] for n in s16["iou"]])
     assert s16["miou"] == pytest.approx(expect16) and s16["miou"] != pytest.approx(full["miou"] * 19 / 16)
 
 
@@ -122,5 +122,5 @@ def test_matches_official_cityscapes_evaluator(tmp_path, monkeypatch):
 
     ours = evaluate(str(pred_dir), "cityscapes:val", pred_encoding="labelid", data_root=tmp_path)
     for name, iou in ours["iou"].items():
-        assert iou == pytest.approx(ref["classScores"][name], abs=1e-6), name
+        assert iou / 100 == pytest.approx(ref["classScores"][name], abs=1e-6), name
     assert ours["miou"] / 100 == pytest.approx(ref["averageScoreClasses"], abs=1e-6)

@@ -167,7 +167,7 @@ def test_sgg_translate_through_the_cli(cli, env, tmp_path):
     train(TrainConfig(model="deeplabv3plus_r18", source="toy:clear:train", out=str(tmp_path / "seg"), iters=1,
                       batch_size=2, crop=(64, 96), resize=None, num_workers=0, ckpt_every=1))
     code, out, err = cli("translate", "--src", "toy:clear:val", "--domain", "fog", *TINY, "--steps", "4",
-                         "--guidance", "sgg", "--segmenter", tmp_path / "seg/last.pt", "--sgg-scale", "5",
+                         "--label-guidance", "sgg", "--segmenter", tmp_path / "seg/last.pt", "--sgg-scale", "5",
                          "--out", tmp_path / "sgg.h5", "--batch-size", "2")
     assert code == 0, err
     plain = tmp_path / "plain.h5"

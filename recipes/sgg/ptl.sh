@@ -18,7 +18,7 @@ i=0
 for s in $STRENGTHS; do
   i=$((i + 1))
   zodi translate --src "$SRC" --prompt "$PROMPT" --strength "$s" --model "$MODEL" --controlnet "$CN" \
-    --guidance sgg --segmenter "$seg" --out "$OUT/stage-$i.h5"
+    --label-guidance sgg --segmenter "$seg" --out "$OUT/stage-$i.h5"
   # fine-tune on this stage's images (labels are the source's), starting from the previous segmenter
   zodi train-seg --source "h5:$OUT/stage-$i.h5" --out "$OUT/seg-$i" --iters "$ITERS" \
     --init-from "$seg"

@@ -255,7 +255,7 @@ def main() -> int:
         layout[t] = {"real_miou": real["miou"], "translated_miou": trans["miou"],
                      "ratio": round(trans["miou"] / real["miou"], 3), "ratio_90_interval": boot["miou"], "class_ratio": per_class,
                      "class_ratio_90_interval": {c: boot["class"][c] for c in per_class if c in boot["class"]},
-                     "class_iou_percent": {c: [round(100 * real["iou"][c], 1), round(100 * trans["iou"][c], 1)] for c in per_class}}
+                     "class_iou_percent": {c: [round(real["iou"][c], 1), round(trans["iou"][c], 1)] for c in per_class}}
 
     gates = {
         "vae_psnr>=28": all(v >= 28 for v in psnr.values()),

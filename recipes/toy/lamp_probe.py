@@ -8,7 +8,7 @@ back to 0 with DDIM (eta 0, strides of --stride) under night.yaml's prompt, guid
 scale, for each t of --from.
 
 Usage: python recipes/toy/lamp_probe.py [OUT] [--model DIR] [--seed 3000] [--n-val 120] [--from 50,100,...]
-[--source clear] (noise clear val images instead, as a translation starts) [--control-scale S] [--guidance G]
+[--source clear] (noise clear val images instead, as a translation starts) [--control-scale S] [--guidance-scale G]
 Run from the repository root; writes OUT/lamp_probe.json. The tuning city (seed 3000) by default, not the check's.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--min-pixels", type=int, default=4, help="traffic-light pixels an image needs to count")
     ap.add_argument("--from", dest="starts", default="50,100,200,300,400,500,999", help="the t to noise to, comma-separated")
     ap.add_argument("--control-scale", type=float, help="in place of night.yaml's")
-    ap.add_argument("--guidance", type=float, help="in place of night.yaml's")
+    ap.add_argument("--guidance-scale", type=float, help="classifier-free guidance, in place of night.yaml's")
     ap.add_argument("--stride", type=int, default=50, help="DDIM stride (t = 500: 10 steps)")
     args = ap.parse_args()
     quiet_libraries()
@@ -77,7 +77,7 @@ def main() -> int:
     prompt = night.get("prompt") or domain_presets()[night["domain"]]["prompt"]
     stack = load_stack(str(args.model / "sd"), str(args.model / "controlnet"), compute_batch=8,
                        control_scale=night["control_scale"] if args.control_scale is None else args.control_scale)
-    guidance = night["guidance_scale"] if args.guidance is None else args.guidance
+    guidance = night["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
     n = len(keys)
     cond, uncond = stack.text([prompt] * n), stack.text([night.get("negative_prompt", "")] * n)
     control = control_image(labels, "cityscapes")

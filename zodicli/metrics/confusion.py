@@ -40,7 +40,8 @@ class ConfusionMatrix:
         return self.counts[:, : self.num_classes]
 
     def scores(self, names, eval_ids=None) -> dict:
-        """Per-class IoU and accuracy, mIoU over ``eval_ids`` (all classes by default)."""
+        """Per-class IoU and accuracy, mIoU, pixel and mean accuracy over ``eval_ids`` (all classes by
+        default), every figure in percent."""
         sq = self.square.astype(np.float64)
         tp = np.diag(sq)
         gt_total = self.counts.sum(1).astype(np.float64)        # includes predicted-as-ignore
@@ -56,8 +57,8 @@ class ConfusionMatrix:
             "miou": float(np.nanmean(iou[ids]) * 100) if np.isfinite(iou[ids]).any() else float("nan"),
             "pixel_acc": float(tp.sum() / valid * 100) if valid else float("nan"),
             "mean_acc": float(np.nanmean(acc[ids]) * 100) if np.isfinite(acc[ids]).any() else float("nan"),
-            "iou": {names[i]: float(iou[i]) for i in ids},
-            "acc": {names[i]: float(acc[i]) for i in ids},
+            "iou": {names[i]: float(iou[i] * 100) for i in ids},
+            "acc": {names[i]: float(acc[i] * 100) for i in ids},
             "n_pixels": int(valid),
         }
 

@@ -86,7 +86,7 @@ class DiffusionSettings:
         if self.method not in ("zodi", "ddpm", "ddim"):
             raise InputError(f"unknown --method {self.method!r}", "use zodi, ddpm or ddim")
         if self.label_guidance == "sgg" and not self.segmenter:
-            raise InputError("--guidance sgg needs --segmenter CKPT", "pass a checkpoint written by 'zodi train-seg'")
+            raise InputError("--label-guidance sgg needs --segmenter CKPT", "pass a checkpoint written by 'zodi train-seg'")
         return self
 
 

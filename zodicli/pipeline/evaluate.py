@@ -138,7 +138,7 @@ def format_table(result: dict) -> str:
     lines = [f"{result['dataset']}  ({result['n_images']} images, {result['n_pixels']:,} labelled pixels, classes {result['classes']})"]
     width = max(len(n) for n in result["iou"])
     for name, v in result["iou"].items():
-        lines.append(f"  {name:<{width}}  IoU {'   n/a' if v != v else f'{v * 100:6.2f}'}")
+        lines.append(f"  {name:<{width}}  IoU {'   n/a' if v != v else f'{v:6.2f}'}")
     lines.append(f"  {'mIoU':<{width}}      {result['miou']:6.2f}")
     lines.append(f"  {'pixel acc':<{width}}      {result['pixel_acc']:6.2f}")
     lines.append(f"  {'mean acc':<{width}}      {result['mean_acc']:6.2f}")

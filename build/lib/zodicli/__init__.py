@@ -1,3 +1,0 @@
-"""zodi: adapt semantic-segmentation models to new domains with diffusion models."""
-
-__version__ = "0.1.0"

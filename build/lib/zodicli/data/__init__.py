@@ -1,1 +1,0 @@
-"""Datasets and class sets. Nothing here imports torch."""

@@ -1,1 +1,0 @@
-"""Diffusion: model loading, inversions, ZoDi transfer, label guidance."""

@@ -1,1 +1,0 @@
-"""Scores and figures. Nothing here imports torch."""

@@ -1,1 +1,0 @@
-"""Pipeline steps: read items, do the work, write artifacts (the core below the commands)."""

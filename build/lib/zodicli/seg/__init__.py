@@ -1,1 +1,0 @@
-"""Segmentation models and their training and inference."""
