@@ -13,7 +13,7 @@ SEEDS   ?= 1
 JOBS    ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test wheel-smoke demo bench clean toy-model toy-check table-zodi table-madm table-diff
+.PHONY: install test wheel-smoke smoke-full demo bench clean toy-model toy-check table-zodi table-madm table-diff
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ toy-check: $(STAMP)
 # Each runs, as a smoke test, on the toy city: make -f recipes/zodi/table.mk toy (see tests/test_recipes.py).
 table-zodi table-madm table-diff: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(MAKE) -f recipes/$(@:table-%=%)/table.mk table
+
+# Every command on the real architectures at full size (random weights; minutes on a CPU). DEVICE=cuda on a GPU.
+DEVICE ?= cpu
+smoke-full: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python recipes/smoke/full_size.py --out runs/smoke-full --device $(DEVICE)
 
 bench: $(STAMP)
 	$(BIN)/python recipes/bench/report.py

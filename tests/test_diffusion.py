@@ -172,10 +172,49 @@ def test_input_checks(stack, tiny, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="no prompt given"):
         DiffusionSettings(src="toy", out="x").resolve()
     monkeypatch.setenv("ZODI_MODELS", str(tmp_path))
-    with pytest.raises(InputError, match=r"Stable Diffusion model not found at .*stable-diffusion-v1-5 \(preset 'sd15'.*never downloads"):
+    with pytest.raises(InputError, match=r"preset 'sd15' is not at .*stable-diffusion-v1-5 .*hf download "
+                                         r"stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir .*stable-diffusion-v1-5'"):
         load_stack("sd15")
     (tmp_path / "model.safetensors").write_bytes(b"x")
     with pytest.raises(InputError, match="needs a local config folder"):
         load_stack(str(tmp_path / "model.safetensors"))
     with pytest.raises(InputError, match="ControlNet not found"):
         load_stack(tiny["model"], str(tmp_path / "nocn"))
+
+
+def test_gpu_defaults_resolve_by_device(monkeypatch):
+    """auto precision: fp16 weights and bf16 autocast on CUDA (fp16 where bf16 is missing), fp32 and no
+    autocast on the CPU; the CUDA side is checked with the device mocked."""
+    from zodicli.runtime import resolve_amp, resolve_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_dtype("auto", cuda) == "fp16" and resolve_dtype("auto", cpu) == "fp32" and resolve_dtype("bf16", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_amp("auto", cuda) == "bf16" and resolve_amp("auto", cpu) == "none" and resolve_amp("fp16", cpu) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_amp("auto", cuda) == "fp16"
+
+
+def test_models_load_in_their_precision_with_sdpa_attention(tiny, tmp_path, monkeypatch):
+    """Weights are loaded straight into the run's dtype (no fp32 copy first), from fp16 files where a
+    repository has them, and attention runs through torch's scaled_dot_product_attention."""
+    import shutil
+    from pathlib import Path
+
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from zodicli.diffusion import models as M
+
+    seen = []
+    real = M._load_part
+    monkeypatch.setattr(M, "_load_part", lambda loader, path, sub=None, **kw: seen.append((sub, kw)) or real(loader, path, sub, **kw))
+    stack = M.load_stack(tiny["model"], tiny["controlnet"], dtype=torch.bfloat16)
+    assert {sub: kw.get("torch_dtype") for sub, kw in seen} == {"unet": torch.bfloat16, "vae": torch.bfloat16,
+                                                                "text_encoder": torch.bfloat16, "tokenizer": None, None: torch.bfloat16}
+    assert stack.unet.dtype == torch.bfloat16
+    assert all(isinstance(p, AttnProcessor2_0) for p in stack.unet.attn_processors.values())
+    unet = shutil.copytree(Path(tiny["model"]) / "unet", tmp_path / "unet")
+    assert M._precision(unet, torch.float16) == {"torch_dtype": torch.float16}
+    shutil.copy(unet / "diffusion_pytorch_model.safetensors", unet / "diffusion_pytorch_model.fp16.safetensors")
+    assert M._precision(unet, torch.float16) == {"torch_dtype": torch.float16, "variant": "fp16"}
+    assert M._precision(unet, torch.bfloat16) == {"torch_dtype": torch.bfloat16}

@@ -34,6 +34,38 @@ def choose_device(spec: str = "auto"):
         raise InputError(f"unknown device {spec!r}", "use auto, cpu, cuda or cuda:N") from None
 
 
+def resolve_dtype(spec: str, device) -> str:
+    """Diffusion weights' precision: ``auto`` is fp16 on CUDA (SD's usual inference precision) and
+    fp32 elsewhere (a CPU has no fast fp16)."""
+    if spec != "auto":
+        return spec
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def resolve_amp(spec: str | None, device) -> str:
+    """train-seg's mixed precision: ``auto`` is bf16 on CUDA where supported (no loss scaling), else
+    fp16, and none on the CPU."""
+    if spec != "auto":
+        return spec or "none"
+    if device.type != "cuda":
+        return "none"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def set_deterministic() -> None:
+    """Deterministic kernels only (``--deterministic``): on a GPU some kernels (e.g. the backward of
+    bilinear interpolation, scatter-add) accumulate in a varying order unless asked not to; slower."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def amp_dtype(spec: str | None):
     import torch
 

@@ -42,7 +42,10 @@ DIFFUSION_OPTIONS = [
                  help="Rows of every model call (padded); raise it on a GPU for throughput. Recorded in the settings "
                       "hash: kernels' float results depend on the call shape."),
     click.option("--device", default="auto", show_default=True),
-    click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"])),
+    click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+                 help="Weights' precision; auto: fp16 on CUDA, fp32 on the CPU (recorded resolved)."),
+    click.option("--deterministic", is_flag=True,
+                 help="Deterministic GPU kernels only (slower); without it a GPU run may differ in the last bits."),
     click.option("--vae-tiling", is_flag=True, help="Tile and slice the VAE (large inputs, e.g. 2048x1024)."),
 ]
 

@@ -34,7 +34,8 @@ def _ints(ctx, param, value):
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--compute-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+              help="Weights' precision; auto: fp16 on CUDA, fp32 on the CPU (recorded resolved).")
 @per_item_options
 def command(json_output, config, shard, overwrite, blocks, timesteps, inversion_timesteps, **params):
     """Invert each image up to t <= 160 and store the chosen UNet features, grouped by stride

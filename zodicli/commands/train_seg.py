@@ -34,7 +34,10 @@ from ._types import SIZE
 @click.option("--adv-weight", default=0.0, show_default=True, type=float, help="Adversarial alignment (needs --target).")
 @click.option("--rcs-temperature", default=None, type=float, help="Rare-class sampling temperature (e.g. 0.01).")
 @click.option("--photometric", is_flag=True, help="Strong photometric augmentation: brightness, gamma, blur, noise.")
-@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "none", "bf16", "fp16"]),
+              help="Mixed precision; auto: bf16 on CUDA (fp16 where bf16 is not supported), none on the CPU.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic GPU kernels only (slower); a resumed GPU run is bit-identical only with it.")
 @click.option("--grad-clip", default=None, type=float)
 @click.option("--ckpt-every", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--eval-every", default=0, show_default=True, type=click.IntRange(min=0), help="0: only at the end if --val.")

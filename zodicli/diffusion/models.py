@@ -195,7 +195,8 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
         if lacking:
             raise InputError(f"model folder {path} lacks {', '.join(s + '/' for s in lacking)}",
                              "a diffusers pipeline folder holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/; copy it whole")
-        unet, vae, text, tok = (_load_part(cls, path, sub) for sub, cls in parts.items())
+        unet, vae, text, tok = (_load_part(cls, path, sub, **({} if sub == "tokenizer" else _precision(path / sub, dtype)))
+                                for sub, cls in parts.items())
         sched_cfg = _read_json(path / "scheduler" / "scheduler_config.json")
     else:
         if path.suffix not in (".ckpt", ".safetensors"):
@@ -212,12 +213,20 @@ def load_stack(model: str, controlnet: str | None = None, device="cpu", dtype=to
         cpath, _ = resolve(controlnet, pipeline=False)
         if cpath is None or not cpath.exists():
             raise _missing("ControlNet", cpath, controlnet)
-        cn = (_load_part(ControlNetModel, cpath) if cpath.is_dir()
+        cn = (_load_part(ControlNetModel, cpath, **_precision(cpath, dtype)) if cpath.is_dir()
               else _load_part(ControlNetModel.from_single_file, cpath))
     if vae_tiling:
         vae.enable_tiling()
         vae.enable_slicing()
     return Stack(unet, vae, text, tok, sched_cfg, cn, device, dtype, compute_batch, control_scale)
+
+
+def _precision(folder: Path, dtype) -> dict:
+    """Load straight into ``dtype`` (no fp32 copy first), from the repository's fp16 files when it has them."""
+    kw = {"torch_dtype": dtype}
+    if dtype == torch.float16 and any(folder.glob("*.fp16.safetensors")):
+        kw["variant"] = "fp16"
+    return kw
 
 
 def _load_part(loader, path: Path, subfolder: str | None = None, **kw):

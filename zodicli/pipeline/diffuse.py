@@ -61,7 +61,8 @@ class DiffusionSettings:
     batch_size: int = 1
     compute_batch: int = 1
     device: str = "auto"
-    dtype: str = "fp32"
+    dtype: str = "auto"                      # fp16 on CUDA, fp32 on the CPU
+    deterministic: bool = False
     vae_tiling: bool = False
     data_root: str | None = None
     allow_partial: bool = False
@@ -93,7 +94,7 @@ class DiffusionSettings:
 def _recorded(settings: dict, s: DiffusionSettings) -> dict:
     """The command's settings with the preset-filled values, as every artifact records them."""
     return {**settings, "prompt": s.prompt, "strength": s.strength, "steps": s.steps, "method": s.method,
-            "negative_prompt": s.negative_prompt, "palette": s.palette}
+            "negative_prompt": s.negative_prompt, "palette": s.palette, "dtype": s.dtype}
 
 
 def _choose_palette(s: DiffusionSettings, has_label_ids: bool, source: str) -> None:
@@ -124,9 +125,12 @@ def _dtype(name: str):
 
 def _stack(s: DiffusionSettings, need_control: bool):
     from ..diffusion.models import load_stack
-    from ..runtime import choose_device
+    from ..runtime import choose_device, resolve_dtype, set_deterministic
 
     dev = choose_device(s.device)
+    s.dtype = resolve_dtype(s.dtype, dev)              # recorded resolved: auto on a GPU and on a CPU differ
+    if s.deterministic:
+        set_deterministic()
     if s.dtype == "fp16" and dev.type == "cpu":
         raise InputError("--dtype fp16 on the CPU", "use fp32 or bf16 on the CPU")
     return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config,
@@ -404,5 +408,5 @@ def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff",
     from ..diffusion.features import feature_layout
 
     inputs = {"src": ds.fingerprint(), **_model_inputs(s, control=False)}
-    return run_per_item(s.out, "extract-features", settings, inputs, ds.keys(), work, batch_size=s.batch_size,
+    return run_per_item(s.out, "extract-features", {**settings, "dtype": s.dtype}, inputs, ds.keys(), work, batch_size=s.batch_size,
                         shard=shard, overwrite=overwrite, field_attrs=feature_layout(stack, names, features))

@@ -31,7 +31,7 @@ from .losses import DomainDiscriminator, cross_entropy, feature_similarity
 
 # Settings that change how the run executes, not what it computes: a resume may change them.
 RUN_ONLY = {"out", "device", "num_workers", "cache_mb", "data_root", "ckpt_every", "eval_every", "log_every", "overwrite",
-            "allow_partial", "eval_limit"}
+            "allow_partial", "eval_limit", "deterministic"}
 
 
 @dataclass
@@ -61,7 +61,8 @@ class TrainConfig:
     adv_weight: float = 0.0
     rcs_temperature: float | None = None
     photometric: bool = False                # strong photometric augmentation (a baseline, or on top of ZoDi)
-    amp: str = "none"
+    amp: str = "auto"                        # bf16 (or fp16) on CUDA, none on the CPU; recorded resolved
+    deterministic: bool = False              # deterministic GPU kernels (slower); a GPU resume is bit-exact only then
     grad_clip: float | None = None
     ckpt_every: int = 1000
     eval_every: int = 0
@@ -182,11 +183,14 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
 
 def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
     from ..data.registry import open_dataset
-    from ..runtime import amp_dtype, choose_device
+    from ..runtime import amp_dtype, choose_device, resolve_amp, set_deterministic
     from .models import build_model
 
     rank, world, local = _ddp_env()
     device = choose_device(cfg.device)
+    cfg.amp = resolve_amp(cfg.amp, device)
+    if cfg.deterministic:
+        set_deterministic()
     if world > 1:
         import torch.distributed as dist
 
