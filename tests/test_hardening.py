@@ -588,3 +588,12 @@ def test_a_read_only_out_is_one_line(tmp_path, toy_root, small_disk):
     r = _run("train-seg", "--model", "deeplabv3plus_r18", "--source", "toy:clear:train", "--iters", "1",
              "--out", small_disk / "run", ZODI_TOY_ROOT=str(toy_root))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and f"{small_disk / 'run'} is on a read-only file system" in r.stderr
+
+
+def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+    from zodicli.seg.train import _truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "eval": {}}\n{"iter": 3, "loss": 1.5}\n{"iter": 4, "lo')
+    _truncate_log(log, 2)
+    assert log.read_text() == '{"iter": 1, "loss": 2.0}\n{"iter": 2, "eval": {}}\n'

@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--out", default="runs/smoke-full")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
+    from zodicli.errors import quiet_libraries
+
+    quiet_libraries()                               # the commands inherit it
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     zodi = shutil.which("zodi") or str(Path(sys.executable).parent / "zodi")

@@ -461,8 +461,13 @@ def _truncate_log(path: Path, iteration: int) -> None:
     if not path.is_file():
         return
     check_not_link(path)
-    keep = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("iter", 0) <= iteration]
+    keep = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line).get("iter", 0) <= iteration:
+                keep.append(line if line.endswith("\n") else line + "\n")
+        except ValueError:          # a line cut short by a kill
+            pass
     write_text(path, "".join(keep))
 
 
