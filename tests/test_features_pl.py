@@ -219,6 +219,38 @@ def test_train_and_evaluate_on_cached_features(cli, env, tmp_path):
     assert code == 1 and "pass --features" in err
 
 
+def test_diff_online_trains_the_head_with_the_frozen_unet_in_the_loop(cli, env, tmp_path):
+    """DIFF's own training path: features re-extracted every step (fresh noise in training, noise seeded
+    by each image's latent in eval, so a prediction does not depend on its batch); only the head is
+    trained and saved."""
+    from zodicli.seg.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("diff_online", sd_model=str(env / "tiny/sd"), widths=(64, 32)).eval()
+    x = torch.randn(3, 3, 32, 64)
+    with torch.no_grad():
+        together = m(x)["logits"]
+        alone = torch.cat([m(x[i:i + 1])["logits"] for i in range(3)])
+        assert torch.allclose(together, alone, atol=1e-5)
+        m.train()
+        a, b = m.features(x[:1]), m.features(x[:1])
+        assert not torch.equal(a["s2"], b["s2"])                           # fresh noise every training step
+    assert all(k.startswith("head.") for k in m.state_dict())             # the diffusion model is not saved
+    common = ["--source", "toy:clear:train", "--batch-size", "2", "--resize", "32x64", "--crop", "none", "--num-workers", "0",
+              "--fusion-widths", "64,32", "--optimizer", "adamw", "--lr", "1e-3"]
+    code, out, err = cli("train-seg", "--backbone", "diff-online", "--sd-model", env / "tiny/sd", *common, "--iters", "2",
+                         "--val", "toy:clear:val", "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    best = json.loads(out)["best"]["score"]
+    state = torch.load(tmp_path / "run/last.pt", weights_only=True)
+    assert state["model_config"]["name"] == "diff_online" and not any("unet" in k for k in state["model"])
+    code, out, err = cli("evaluate", "--checkpoint", tmp_path / "run/last.pt", "--dataset", "toy:clear:val", "--size", "32x64",
+                         "--json")
+    assert code == 0 and json.loads(out)["miou"] == pytest.approx(best), err
+    code, _, err = cli("train-seg", "--backbone", "diff-online", *common, "--iters", "1", "--out", tmp_path / "bad")
+    assert code == 1 and "--backbone diff-online needs --sd-model" in err
+
+
 def test_sd_unet_backbone_lplr_and_gradients(env):
     from zodicli.seg.models import build_model
 

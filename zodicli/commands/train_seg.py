@@ -54,8 +54,11 @@ from ._types import SIZE
               help="Decoded, resized training images kept in memory per data process (results unchanged).")
 @click.option("--pretrained", default=None, help="Local torchvision ResNet weights (or a SegFormer folder).")
 @click.option("--backbone", default=None, help="sd-unet: fine-tune a diffusion UNet (MADM, implies --model sd_unet); "
-              "features:h5:FILE: DIFF's fusion head on cached features (implies --model diff_fusion).")
-@click.option("--sd-model", default=None, help="With --backbone sd-unet: Stable Diffusion preset or folder (MADM: sd14).")
+              "diff-online: DIFF as its authors train it, the frozen UNet in the loop on augmented crops with fresh "
+              "noise (implies --model diff_online); features:h5:FILE: DIFF's fusion head on cached features "
+              "(implies --model diff_fusion).")
+@click.option("--sd-model", default=None,
+              help="With --backbone sd-unet or diff-online: Stable Diffusion preset, folder or Hub id (MADM: sd14; DIFF: sd21-base).")
 @click.option("--lplr-weight", default=1.0, show_default=True, type=float,
               help="Label-palette latent regression weight on the source (sd-unet; MADM: 1, event 20).")
 @click.option("--lplr-target-weight", default=0.0, show_default=True, type=float,

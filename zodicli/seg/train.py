@@ -77,10 +77,10 @@ class TrainConfig:
     cache_mb: float = 512                    # decoded, resized images kept per data process
     pretrained: str | None = None
     init_from: str | None = None             # start from a train-seg checkpoint's weights (PTL stages)
-    backbone: str | None = None              # "features:h5:FILE": DIFF fusion on cached features
+    backbone: str | None = None              # "features:h5:FILE" (DIFF on cached features), "diff-online", "sd-unet"
     val_features: str | None = None          # cached features of --val (with --backbone features:...)
     fusion_widths: tuple[int, ...] | None = None
-    sd_model: str | None = None              # --backbone sd-unet: the Stable Diffusion model to fine-tune
+    sd_model: str | None = None              # --backbone sd-unet|diff-online: the Stable Diffusion model
     lplr_weight: float = 1.0                 # MADM's label-palette latent regression (sd-unet only), on the source
     lplr_target_weight: float = 0.0          # ... and on pseudo-labelled target images (MADM: 1 for depth and infrared)
     output_stride: int | None = None
@@ -105,13 +105,15 @@ class TrainConfig:
         if self.lplr_target_weight and not (self.backbone == "sd-unet" and self.target_pl):
             raise InputError("--lplr-target-weight needs --backbone sd-unet and --target-pl",
                              "LPLR regresses a diffusion backbone's output onto the pseudo-labels' palette")
-        if self.backbone == "sd-unet":
+        if self.backbone in ("sd-unet", "diff-online"):
             if not self.sd_model:
-                raise InputError("--backbone sd-unet needs --sd-model", "e.g. --sd-model sd14 (MADM) or a diffusers folder")
-            self.model = "sd_unet"
+                raise InputError(f"--backbone {self.backbone} needs --sd-model",
+                                 "e.g. --sd-model sd14 (MADM), sd21-base (DIFF), or a diffusers folder or Hub id")
+            self.model = self.backbone.replace("-", "_")
         elif self.backbone:
             if not self.backbone.startswith("features:"):
-                raise InputError(f"--backbone {self.backbone!r}", "use sd-unet or features:h5:FILE (cached DIFF features)")
+                raise InputError(f"--backbone {self.backbone!r}",
+                                 "use sd-unet (MADM), diff-online (DIFF, UNet in the loop) or features:h5:FILE (cached DIFF features)")
             if self.synth or self.target or self.target_pl or self.adv_weight:
                 raise InputError("--backbone features:... trains on cached source features only",
                                  "drop --synth/--target/--target-pl/--adv-weight")
@@ -216,8 +218,12 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
         target = open_dataset(cfg.target or pseudo.meta["settings"].get("src", ""), cfg.data_root, cfg.allow_partial)
     elif cfg.target:
         target = open_dataset(cfg.target, cfg.data_root, cfg.allow_partial)
-    extra, features = ({"sd_model": cfg.sd_model} if cfg.backbone == "sd-unet" else {}), None
-    if cfg.backbone and cfg.backbone != "sd-unet":
+    extra, features = {}, None
+    if cfg.backbone == "sd-unet":
+        extra = {"sd_model": cfg.sd_model}
+    elif cfg.backbone == "diff-online":
+        extra = {"sd_model": cfg.sd_model, "widths": list(cfg.fusion_widths) if cfg.fusion_widths else None}
+    if cfg.backbone and cfg.backbone.startswith("features:"):
         from ..store import Artifact
         from .data import FeatureSet
 
@@ -250,6 +256,11 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
            if cfg.optimizer == "sgd" else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ident = identity(cfg)
+    if cfg.sd_model:                            # the diffusion weights are an input like the data
+        from ..diffusion.models import resolve
+        from ..store.fingerprint import tree_fingerprint
+
+        inputs_fp["sd_model"] = f"{cfg.sd_model}@{tree_fingerprint(resolve(cfg.sd_model)[0])}"
     inputs = {"source": source.fingerprint(), **{f"synth{i}": s.fingerprint() for i, s in enumerate(synth)},
               **({"target": target.fingerprint()} if target else {}), **({"target_pl": pseudo.meta["fingerprint"]} if pseudo else {}),
               **inputs_fp}
@@ -504,7 +515,7 @@ def _evaluate(cfg, model, device, dtype, rank, world) -> dict:
     model.eval()
     pred = Predictor(model, device, size=cfg.resize, amp=dtype)
     feats = None
-    if cfg.backbone:
+    if cfg.backbone and cfg.backbone.startswith("features:"):
         from ..store import Artifact
         from .infer import FeaturePredictor
 

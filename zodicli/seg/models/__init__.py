@@ -24,7 +24,7 @@ def register_model(name: str, needs: str | None = None):
 
 
 def _load_all():
-    from . import deeplabv3plus, diff_head, refinenet, sd_unet, segformer  # noqa: F401
+    from . import deeplabv3plus, diff_head, diff_online, refinenet, sd_unet, segformer  # noqa: F401
 
 
 def model_names(image_only: bool = False) -> list[str]:
