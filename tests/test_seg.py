@@ -258,3 +258,43 @@ def test_weighted_cross_entropy_by_hand():
     assert cross_entropy(logits, labels).item() == pytest.approx(sum(per_pixel) / 3, abs=1e-6)
     weighted = (0.5 * per_pixel[0] + 0.5 * per_pixel[1] + 2 * per_pixel[2]) / 3             # over the 3 valid pixels
     assert cross_entropy(logits, labels, weight=torch.tensor([0.5, 2.0])).item() == pytest.approx(weighted, abs=1e-6)
+
+
+def test_online_teacher_ema_by_hand():
+    from zodicli.seg.self_training import OnlineTeacher
+
+    student = torch.nn.Linear(3, 2)
+    teacher = OnlineTeacher(student, decay=0.99)
+    before = teacher.ema.weight.clone()
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    teacher.update(student, 5)                            # α = min(1 - 1/6, 0.99) = 5/6
+    assert torch.allclose(teacher.ema.weight, 5 / 6 * before + 1 / 6 * student.weight)
+    teacher.update(student, 10_000)                       # α = decay
+    assert torch.allclose(teacher.ema.weight, 0.99 * (5 / 6 * before + 1 / 6 * student.weight) + 0.01 * student.weight)
+
+
+def test_online_self_training_runs_and_resumes_exactly(tmp_path, toy_env, monkeypatch):
+    from zodicli.seg import train as T
+
+    kw = dict(target="toy:fog:train", online_pl=True, pl_threshold=0.0, iters=4, ckpt_every=2)
+    T.train(_cfg(tmp_path / "a", **kw))
+    rec = [json.loads(line) for line in (tmp_path / "a/run/metrics.jsonl").read_text().splitlines()]
+    assert all("ce_mix" in r and r["pl_w"] == 1.0 for r in rec)          # threshold 0: every target pixel counts
+    real = T._losses
+
+    def crash_at_step_3(*a):
+        if a[5] == 3:
+            raise MemoryError
+        return real(*a)
+
+    monkeypatch.setattr(T, "_losses", crash_at_step_3)
+    with pytest.raises(MemoryError):
+        T.train(_cfg(tmp_path / "b", **kw))
+    monkeypatch.setattr(T, "_losses", real)
+    assert T.train(_cfg(tmp_path / "b", **kw))["resumed"]
+    a, b = (torch.load(tmp_path / d / "run/last.pt", weights_only=True) for d in ("a", "b"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["teacher"][k], b["teacher"][k]) for k in a["teacher"])
+    with pytest.raises(InputError, match="--online-pl needs --target images"):
+        T.TrainConfig(**{**TINY, "online_pl": True}).check()

@@ -31,6 +31,14 @@ from ._types import SIZE
 @click.option("--sim-weight", default=None, type=float, help="ZoDi feature similarity weight [default: 0.1 with --synth].")
 @click.option("--pl-weight", default=1.0, show_default=True, type=float)
 @click.option("--pl-threshold", default=0.968, show_default=True, type=float, help="Confidence counted by the DACS weight.")
+@click.option("--online-pl", is_flag=True,
+              help="Self-train on --target every step, as DACS and MADM do: an EMA teacher labels the target batch and "
+                   "ClassMix pastes source classes onto it (in place of an offline --target-pl).")
+@click.option("--ema-decay", default=0.999, show_default=True, type=float, help="The --online-pl teacher's EMA decay.")
+@click.option("--dplg-t0", default=None, type=int,
+              help="With --online-pl on --backbone sd-unet: MADM's DPLG, the teacher labels noised latents at "
+                   "t = t0(1 - i/E) (depth 60; infrared, event 50).")
+@click.option("--dplg-total", default=None, type=int, help="E of --dplg-t0 (depth 5000; infrared, event 8000).")
 @click.option("--adv-weight", default=0.0, show_default=True, type=float, help="Adversarial alignment (needs --target).")
 @click.option("--rcs-temperature", default=None, type=float, help="Rare-class sampling temperature (e.g. 0.01).")
 @click.option("--photometric", is_flag=True, help="Strong photometric augmentation: brightness, gamma, blur, noise.")
@@ -62,7 +70,7 @@ from ._types import SIZE
 @click.option("--lplr-weight", default=1.0, show_default=True, type=float,
               help="Label-palette latent regression weight on the source (sd-unet; MADM: 1, event 20).")
 @click.option("--lplr-target-weight", default=0.0, show_default=True, type=float,
-              help="... on pseudo-labelled target images (with --target-pl; MADM: 1 for depth and infrared, 0 for event).")
+              help="... on pseudo-labelled target images (with --target-pl or --online-pl; MADM: 1 for depth and infrared, 0 for event).")
 @click.option("--val-features", default=None, help="Cached features of --val, with --backbone features:...")
 @click.option("--fusion-widths", default=None, help="Bottleneck widths, coarse to fine [default: 2048,1024,512].")
 @click.option("--init-from", default=None, type=click.Path(dir_okay=False), help="Start from a train-seg checkpoint's weights.")

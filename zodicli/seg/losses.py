@@ -16,12 +16,12 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
 
 def cross_entropy(logits, labels, weight=None):
     """Per-pixel CE at label resolution (ignore 255), averaged over valid pixels; ``weight`` (N,)
-    scales each image."""
+    scales each image, (N, H, W) each pixel."""
     logits = upsample(logits, labels.shape[-2:]).float()
     if weight is None:
         return F.cross_entropy(logits, labels, ignore_index=IGNORE)     # mean over non-ignored pixels
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
-    valid = (labels != IGNORE).float() * weight.view(-1, 1, 1)
+    valid = (labels != IGNORE).float() * (weight.view(-1, 1, 1) if weight.dim() == 1 else weight)
     return (loss * valid).sum() / valid.gt(0).sum().clamp(min=1)
 
 

@@ -58,6 +58,10 @@ class TrainConfig:
     sim_weight: float | None = None          # default 0.1 with --synth, else 0
     pl_weight: float = 1.0
     pl_threshold: float = 0.968
+    online_pl: bool = False                  # DACS/MADM: EMA-teacher pseudo-labels and ClassMix every step, on --target
+    ema_decay: float = 0.999
+    dplg_t0: int | None = None               # with online_pl and a diffusion backbone: MADM's DPLG schedule
+    dplg_total: int | None = None
     adv_weight: float = 0.0
     rcs_temperature: float | None = None
     photometric: bool = False                # strong photometric augmentation (a baseline, or on top of ZoDi)
@@ -97,13 +101,18 @@ class TrainConfig:
             raise InputError(f"--select-on {self.select_on!r}", "use source or target")
         if self.select_on == "target" and not self.target_val:
             raise InputError("--select-on target needs --target-val", "name the labelled target split, e.g. acdc:fog:val")
-        if self.target and not (self.target_pl or self.adv_weight):
-            raise InputError("--target has no effect without --target-pl or --adv-weight",
-                             "add --adv-weight W for adversarial alignment, or drop --target")
+        if self.target and not (self.target_pl or self.adv_weight or self.online_pl):
+            raise InputError("--target has no effect without --target-pl, --online-pl or --adv-weight",
+                             "add --online-pl (self-training), --adv-weight W (adversarial alignment), or drop --target")
+        if self.online_pl and (not self.target or self.target_pl or self.adv_weight):
+            raise InputError("--online-pl needs --target images, and replaces --target-pl and --adv-weight",
+                             "e.g. --target acdc:fog:train --online-pl")
+        if (self.dplg_t0 is None) != (self.dplg_total is None) or (self.dplg_t0 is not None and not self.online_pl):
+            raise InputError("--dplg-t0 and --dplg-total go together, with --online-pl", "e.g. --online-pl --dplg-t0 50 --dplg-total 8000")
         if self.adv_weight and not (self.target or self.target_pl):
             raise InputError("--adv-weight needs --target images", "e.g. --target acdc:fog:train")
-        if self.lplr_target_weight and not (self.backbone == "sd-unet" and self.target_pl):
-            raise InputError("--lplr-target-weight needs --backbone sd-unet and --target-pl",
+        if self.lplr_target_weight and not (self.backbone == "sd-unet" and (self.target_pl or self.online_pl)):
+            raise InputError("--lplr-target-weight needs --backbone sd-unet and --target-pl or --online-pl",
                              "LPLR regresses a diffusion backbone's output onto the pseudo-labels' palette")
         if self.backbone in ("sd-unet", "diff-online"):
             if not self.sd_model:
@@ -251,6 +260,12 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
     # convolutions follow the weights' layout (NHWC or NCHW); loaded states keep it
     layout = torch.channels_last if cfg.channels_last else torch.preserve_format
     trainee = Trainee(model, DomainDiscriminator(feat_ch) if cfg.adv_weight else None).to(device, memory_format=layout)
+    teacher = None
+    if cfg.online_pl:
+        from .self_training import OnlineTeacher
+
+        dplg = (cfg.dplg_t0, cfg.dplg_total) if cfg.dplg_t0 is not None else None
+        teacher = OnlineTeacher(trainee.model, cfg.ema_decay, cfg.pl_threshold, dplg)
     params = [p for p in trainee.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
            if cfg.optimizer == "sgd" else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
@@ -276,6 +291,8 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
                                 + "; ".join(diff + ([f"inputs changed: {', '.join(changed)}"] if changed else [])),
                                 "pass --overwrite to start over, or choose another --out")
         trainee.load_state_dict(state["trainee"])
+        if teacher is not None:
+            teacher.load_state_dict(state["teacher"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -311,6 +328,7 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
             "model_config": {"name": cfg.model, "num_classes": 19, "output_stride": cfg.output_stride, **extra},
             "classes": "cityscapes19", "versions": _versions(),
             "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
+            **({"teacher": teacher.state_dict()} if teacher is not None else {}),
         }
 
     # last.pt is written one step late: only once the next step's loss is finite is a state known to
@@ -337,7 +355,7 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
                 for g in opt.param_groups:
                     g["lr"] = lr
                 b = {k: _to(v, device) for k, v in batch.items()}
-                loss, parts = _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device)
+                loss, parts = _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device, teacher)
                 if not _all_finite(loss, world):
                     raise _diverged(cfg, loss, it, last, saved_at)
                 if pending is not None and rank == 0:
@@ -350,6 +368,8 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if teacher is not None:
+                    teacher.update(trainee.model, it)
                 it += 1
                 t_mark = time.perf_counter()
                 busy += t_mark - t_data
@@ -400,11 +420,16 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
     return {"out": str(out), "iteration": it, "best": best, "resumed": start > 0, "done": it - start, "world_size": world}
 
 
-def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device):
+def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device, teacher=None):
     """One step's forward pass: (total loss, its named parts)."""
     inputs_ = [b["src"]] + ([b["syn"]] if "syn" in b else [])
     mixed = None
-    if target is not None:
+    if teacher is not None:                     # online self-training: the student sees the mixed image only
+        pl, pl_w = teacher.pseudo_labels(b["tgt"], it)
+        mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
+        mixed = class_mix(b["src"], b["lbl"], b["tgt"], pl, mix_rng)
+        inputs_.append(mixed[0])
+    elif target is not None:
         inputs_.append(b["tgt"])
         if cfg.adv_weight:
             mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
@@ -423,7 +448,15 @@ def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device):
             parts["sim"] = feature_similarity(outs[0]["features"], outs[1]["features"])
             loss = loss + parts["ce_syn"] - sim_w * parts["sim"]
             k = 2
-        if target is not None:
+        if teacher is not None:
+            pixel_w = torch.where(mixed[2] > 0, pl_w, torch.ones_like(mixed[2]))   # pasted source pixels: 1
+            parts["ce_mix"] = cross_entropy(outs[k]["logits"], mixed[1], weight=pixel_w)
+            parts["pl_w"] = pl_w
+            loss = loss + cfg.pl_weight * parts["ce_mix"]
+            if "palette_latent" in outs[k] and cfg.lplr_target_weight:
+                parts["lplr_tgt"] = trainee.model.lplr_loss(outs[k]["palette_latent"], mixed[1]) * pl_w
+                loss = loss + cfg.lplr_target_weight * parts["lplr_tgt"]
+        elif target is not None:
             if "pl" in b:
                 parts["ce_pl"] = cross_entropy(outs[k]["logits"], b["pl"], weight=b["pl_w"])
                 loss = loss + cfg.pl_weight * parts["ce_pl"]

@@ -54,6 +54,15 @@ class SDUNetSegmenter(nn.Module):
                                   nn.Dropout2d(0.1), nn.Conv2d(embed, num_classes, 1))
         self.palette = torch.tensor(classsets.load("cityscapes19").colors, dtype=torch.float32) / 127.5 - 1
 
+    def rehook(self) -> None:
+        """After a deepcopy (an EMA teacher): the copied modules still hold hooks that record into the
+        original's recorder; give the copy its own."""
+        from ...diffusion.features import FeatureRecorder
+
+        for m in self.unet.modules():
+            m._forward_hooks.clear()
+        self._rec = FeatureRecorder(self.unet, self._names, detach=False)
+
     def set_dplg_timestep(self, t: int) -> None:
         """DPLG: predict on z_t built with the fixed noise at timestep t (0: on z0 itself)."""
         self.dplg_t = int(t)
