@@ -46,9 +46,13 @@ def test_paper_table_targets_print_their_commands():
     out = run("make", "-n", "table-zodi")
     assert "zodi translate --src cs:train --domain game --model sd15 --controlnet controlnet-seg" in out
     assert "--model refinenet_lw_r50" in out and "--dataset gta5:val" in out
-    out = run("make", "-n", "table-madm")
+    out = run("make", "-n", "table-madm")                 # the authors' online scheme
+    assert "--online-pl --dplg-t0 50 --dplg-total 8000" in out and "--lplr-weight 20" in out and "zodi pseudolabel" not in out
+    out = run("make", "-n", "-f", "recipes/madm/table.mk", "MODE=offline")
     assert "zodi pseudolabel" in out and "--dplg --dplg-iter 2500" in out and "--dplg-t0 50 --dplg-total 8000" in out
     out = run("make", "-n", "table-diff")
+    assert "zodi train-seg --backbone diff-online --sd-model sd21-base --source gta5" in out and "extract-features" not in out
+    out = run("make", "-n", "-f", "recipes/diff/table.mk", "MODE=cached")
     assert "zodi extract-features --src gta5 --model sd21-base --blocks diff" in out
 
 
