@@ -480,3 +480,22 @@ def test_unet_from_maps_the_old_latent_space_onto_the_new(tmp_path):
                            mid_block_additional_residual=mid_old).sample
         eps = unet(z, t, encoder_hidden_states=emb, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
     torch.testing.assert_close(eps, eps_old[:, perm], atol=1e-5, rtol=1e-4)
+
+
+def test_feature_caches_say_their_size_and_refuse_past_max_size(cli, env, tmp_path):
+    """SD 2.1's DIFF features at 512x1024: 481 MiB per image (the stride-8 level alone 17,280 channels)."""
+    from types import SimpleNamespace
+
+    from zodicli.diffusion.features import FEATURE_TIMESTEPS, feature_bytes, feature_layout
+
+    sd21 = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(block_out_channels=(320, 640, 1280, 1280))), vae_factor=8)
+    names = [f"up{i}.res{j}" for i in range(4) for j in range(3)] + [f"up{i}.attn{j}" for i in range(1, 4) for j in range(3)]
+    layout = feature_layout(sd21, names, FEATURE_TIMESTEPS)
+    assert layout["features/s8"]["channels"] == 17_280
+    assert round(feature_bytes(layout, 512, 1024) / 2**20) == 481
+    args = ["extract-features", "--src", "toy:clear:val", "--model", env / "tiny/sd", "--short-side", "32", "--timesteps", "3"]
+    code, _, err = cli(*args, "--max-size", "1K", "--out", tmp_path / "f.h5")
+    assert code == 1 and "more than --max-size 1.0 KiB" in err and "train-seg --backbone diff-online" in err
+    assert not (tmp_path / "f.h5").exists()
+    code, _, err = cli(*args, "--out", tmp_path / "f.h5")
+    assert code == 0 and "zodi extract-features: the output will take about" in err and "(4 items x" in err

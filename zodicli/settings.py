@@ -17,7 +17,7 @@ from .errors import InputError
 # Recorded in every artifact, but not part of its identity.
 RUNTIME_KEYS = frozenset({
     "config", "shard", "overwrite", "allow_partial", "json_output", "batch_size",
-    "num_workers", "device", "quiet", "out", "data_root", "report_dir", "preview", "deterministic",
+    "num_workers", "device", "quiet", "out", "data_root", "report_dir", "preview", "deterministic", "max_size",
 })
 
 

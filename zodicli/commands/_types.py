@@ -29,3 +29,21 @@ class Size(click.ParamType):
 
 
 SIZE = Size()
+
+
+class Bytes(click.ParamType):
+    """A size in bytes: ``500M``, ``100G``, ``2T`` (powers of 1024), or a plain number."""
+
+    name = "SIZE"
+    UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", str(value).strip().lower())
+        if not m:
+            self.fail(f"{value!r} is not a size (e.g. 500G, 2T)", param, ctx)
+        return int(float(m[1]) * self.UNITS[m[2]])
+
+
+BYTES = Bytes()

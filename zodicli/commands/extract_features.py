@@ -5,7 +5,7 @@ import click
 
 from ._diffusion import per_item_options, to_settings
 from ._options import emit_json, resolved_settings
-from ._types import SIZE
+from ._types import BYTES, SIZE
 
 
 def _ints(ctx, param, value):
@@ -31,13 +31,15 @@ def _ints(ctx, param, value):
 @click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8))
 @click.option("--size", default=None, type=SIZE)
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-size", default="100G", show_default=True, type=BYTES,
+              help="Refuse to start when the projected output is larger (SD 2.1's DIFF features: 481 MiB per 512x1024 image).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--compute-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               help="Weights' precision; auto: fp16 on CUDA, fp32 on the CPU (recorded resolved).")
 @per_item_options
-def command(json_output, config, shard, overwrite, blocks, timesteps, inversion_timesteps, **params):
+def command(json_output, config, shard, overwrite, blocks, timesteps, inversion_timesteps, max_size, **params):
     """Invert each image up to t <= 160 and store the chosen UNet features, grouped by stride
     (features/s8, s16, ...; attributes give stride, channels, timesteps and modules)."""
     from ..pipeline.diffuse import extract_features
@@ -45,6 +47,6 @@ def command(json_output, config, shard, overwrite, blocks, timesteps, inversion_
 
     s = to_settings({**params, "controlnet": None})
     summary = extract_features(s, resolved_settings(click.get_current_context()), blocks, inversion_timesteps, timesteps,
-                               shard=parse_shard(shard), overwrite=overwrite)
+                               shard=parse_shard(shard), overwrite=overwrite, max_size=max_size)
     emit_json(summary) if json_output else click.echo(
         f"{summary['out']}: {summary['items']} items ({summary['computed']} extracted, {summary['reused']} reused)")

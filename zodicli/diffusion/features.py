@@ -165,6 +165,11 @@ def extract(stack, z0, cond, names: list[str], inversion=INVERSION_TIMESTEPS, fe
     return {s: torch.cat(fs, 1) for s, fs in sorted(groups.items())}
 
 
+def feature_bytes(layout: dict, h: int, w: int) -> int:
+    """Bytes one h x w image's features take in float16, for a ``feature_layout``."""
+    return sum(2 * v["channels"] * -(-h // v["stride"]) * -(-w // v["stride"]) for v in layout.values())
+
+
 def feature_layout(stack, names: list[str], features) -> dict:
     """``{"features/s<stride>": {stride, channels, timesteps, modules}}`` from the UNet config, before
     any image is processed (so the artifact can carry it from the start)."""

@@ -15,7 +15,7 @@ import torch
 from ..data.registry import open_dataset
 from ..errors import InputError
 from ..runtime import key_seed
-from .loop import run_per_item
+from .loop import check_projected_size, run_per_item
 
 NEGATIVE = "lower quality, worst quality"
 
@@ -371,10 +371,11 @@ def _label_guidance(s: DiffusionSettings, stack):
 
 
 def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff", inversion=None, features=None,
-                     shard=None, overwrite=False) -> dict:
+                     shard=None, overwrite=False, max_size: int | None = 100 * 2**30) -> dict:
     """zodi extract-features: DIFF's UNet features per item, ``features/s<stride>`` float16, with the
     labels (if any) for training on the cache."""
-    from ..diffusion.features import FEATURE_TIMESTEPS, INVERSION_TIMESTEPS, check_timesteps, extract, select_blocks
+    from ..diffusion.features import (FEATURE_TIMESTEPS, INVERSION_TIMESTEPS, check_timesteps, extract, feature_bytes,
+                                      feature_layout, select_blocks)
     from ..diffusion.layout import resize_image, resize_label
 
     inversion = tuple(inversion or INVERSION_TIMESTEPS)
@@ -383,6 +384,14 @@ def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff",
     ds = open_dataset(s.src, s.data_root, s.allow_partial)
     stack = _stack(s, need_control=False)
     names = select_blocks(stack.unet, blocks)
+    layout = feature_layout(stack, names, features)
+    h, w = _size_for(s, stack, ds.image(ds.keys()[0]).shape[:2])      # the first item's processing size
+    per_item = feature_bytes(layout, h, w)
+    from ..store.shards import shard_keys
+
+    check_projected_size("extract-features", len(shard_keys(ds.keys(), shard)), per_item, max_size,
+                         "extract fewer --blocks or --timesteps, a smaller --short-side, or train online without a cache "
+                         "(train-seg --backbone diff-online)")
 
     @torch.inference_mode()
     def work(keys):
@@ -405,8 +414,6 @@ def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff",
                     out["labels"][i] = resize_label(labels[i], size)
         return out
 
-    from ..diffusion.features import feature_layout
-
     inputs = {"src": ds.fingerprint(), **_model_inputs(s, control=False)}
     return run_per_item(s.out, "extract-features", {**settings, "dtype": s.dtype}, inputs, ds.keys(), work, batch_size=s.batch_size,
-                        shard=shard, overwrite=overwrite, field_attrs=feature_layout(stack, names, features))
+                        shard=shard, overwrite=overwrite, field_attrs=layout)

@@ -13,6 +13,27 @@ from ..store import ArtifactWriter
 from ..store.shards import shard_keys, shard_path
 
 
+def check_projected_size(command: str, n_items: int, bytes_per_item: int, max_size: int | None, hint: str) -> None:
+    """Say on stderr how large the output will be, and refuse it past ``max_size`` (None: no limit)."""
+    import sys
+
+    from ..errors import InputError
+
+    total = n_items * bytes_per_item
+    print(f"zodi {command}: the output will take about {_human(total)} ({n_items:,} items x {_human(bytes_per_item)})",
+          file=sys.stderr)
+    if max_size is not None and total > max_size:
+        raise InputError(f"the output would take about {_human(total)}, more than --max-size {_human(max_size)}",
+                         f"raise --max-size if the disk holds it, or {hint}")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+
+
 def bounded_map(fn, items, workers: int = 4):
     """``map(fn, items)`` in order on a thread pool, with at most ``2 * workers`` results in memory
     (image decoding releases the GIL, so threads overlap I/O and decoding)."""
