@@ -218,3 +218,27 @@ def test_models_load_in_their_precision_with_sdpa_attention(tiny, tmp_path, monk
     shutil.copy(unet / "diffusion_pytorch_model.safetensors", unet / "diffusion_pytorch_model.fp16.safetensors")
     assert M._precision(unet, torch.float16) == {"torch_dtype": torch.float16, "variant": "fp16"}
     assert M._precision(unet, torch.bfloat16) == {"torch_dtype": torch.bfloat16}
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_the_ddim_step_equals_diffusers_ddim_scheduler(stack, eta):
+    """zodi's hand-written step (schedule.step_mean) against diffusers' DDIMScheduler.step on SD 1.5's
+    schedule, every step of a 20-step run, the same ε and the same noise."""
+    from diffusers import DDIMScheduler
+
+    from zodicli.diffusion.schedule import ddim_timesteps, step_mean
+    from zodicli.diffusion.tiny import SD15_SCHEDULER
+
+    sched = DDIMScheduler(**SD15_SCHEDULER)
+    sched.set_timesteps(20)
+    ts = ddim_timesteps(20)
+    assert ts == sched.timesteps.tolist()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 16, generator=g, dtype=torch.float64)
+    for i, t in enumerate(ts):
+        eps, noise = torch.randn(x.shape, generator=g, dtype=torch.float64), torch.randn(x.shape, generator=g, dtype=torch.float64)
+        mean, sigma, _ = step_mean(stack, x, t, ts[i + 1] if i + 1 < len(ts) else -1, eps, eta)
+        ours = mean + sigma * noise
+        ref = sched.step(eps.float(), t, x.float(), eta=eta, variance_noise=noise.float()).prev_sample
+        assert (ours.float() - ref).abs().max().item() <= 1e-5, (t, eta)
+        x = ours
