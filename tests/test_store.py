@@ -97,11 +97,36 @@ def test_shard_merge_equals_unsharded(tmp_path):
     for i in range(3):
         write_all(tmp_path / "m.h5", shard=(i, 3), settings={"a": 1, "shard": f"{i}/3"})
     assert find_shards(tmp_path / "m.h5")[0] == 3
-    assert merge_shards(tmp_path / "m.h5") == {"out": str(tmp_path / "m.h5"), "shards": 3, "items": 10}
+    assert merge_shards(tmp_path / "m.h5") == {"out": str(tmp_path / "m.h5"), "shards": 3, "items": 10, "packed": False}
     assert same_contents(tmp_path / "full.h5", tmp_path / "m.h5")
     full, merged = Artifact(tmp_path / "full.h5").meta, Artifact(tmp_path / "m.h5").meta
     assert merged["fingerprint"] == full["fingerprint"] and merged["settings_hash"] == full["settings_hash"]
     assert merged["shard"] == "" and merged["complete"]
+    with h5py.File(tmp_path / "m.h5") as f:                  # a plain h5py reader sees the rows too
+        assert f["x"].is_virtual and f["x"][7].tolist() == [[7, 7, 7], [7, 7, 7]]
+    assert merge_shards(tmp_path / "m.h5", overwrite=True, pack=True)["packed"]
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert not f["x"].is_virtual
+    assert same_contents(tmp_path / "full.h5", tmp_path / "m.h5")
+
+
+def test_a_virtual_merge_writes_metadata_only_and_refuses_a_missing_shard(tmp_path):
+    keys = [f"k{i:03d}" for i in range(60)]
+    big = {"x": lambda k: np.full((64, 64, 3), int(k[1:]), np.uint8)}
+    for i in range(4):
+        with ArtifactWriter(shard_path(tmp_path / "m.h5", (i, 4)), "test", {"a": 1}, {"src": "x"}, shard_keys(keys, (i, 4)),
+                            shard=(i, 4)) as w:
+            todo = w.todo
+            w.write(todo, {"x": [big["x"](k) for k in todo], "ragged": [np.zeros(int(k[1:]) % 3 + 1) for k in todo]})
+    shards_bytes = sum(p.stat().st_size for p in tmp_path.glob("m.shard-*.h5"))
+    merge_shards(tmp_path / "m.h5")
+    assert (tmp_path / "m.h5").stat().st_size < 0.2 * shards_bytes           # metadata, not another copy of the rows
+    a = Artifact(tmp_path / "m.h5")
+    assert a.keys == keys and a.get("x", "k041")[0, 0].tolist() == [41, 41, 41] and a.get("ragged", "k041").shape == (3,)
+    a.close()
+    (tmp_path / "m.shard-2-of-4.h5").rename(tmp_path / "moved.h5")
+    with pytest.raises(InputError, match=r"m\.h5 reads its rows from its shards, and m\.shard-2-of-4\.h5 is not beside it"):
+        Artifact(tmp_path / "m.h5")
 
 
 def test_merge_refuses_missing_incomplete_or_mismatched_shards(tmp_path):

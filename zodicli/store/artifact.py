@@ -108,6 +108,7 @@ def _read_attrs(f: h5py.File) -> dict:
         "fingerprint": str(a["zodi_fingerprint"]),
         "schema": int(a["zodi_schema"]),
         "field_attrs": json.loads(a["zodi_field_attrs"]) if "zodi_field_attrs" in a else {},
+        "reads": json.loads(a["zodi_reads"]) if "zodi_reads" in a else [],
     }
 
 
@@ -171,6 +172,10 @@ class Artifact:
         self.meta = _read_attrs(f)
         if not self.meta:
             raise InputError(f"{self.path} is an HDF5 file but not a zodi artifact", "pass a file written by zodi")
+        missing = [name for name in self.meta["reads"] if not (self.path.parent / name).is_file()]
+        if missing:                 # HDF5 would read a missing source's rows as zeros, silently
+            raise InputError(f"{self.path} reads its rows from its shards, and {missing[0]} is not beside it",
+                             "keep the shards beside the merged file, or merge again with 'zodi merge --pack'")
         self.keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][()]] if "keys" in f else []
         if not self.meta["complete"] and not allow_partial:
             raise InputError(
@@ -331,6 +336,54 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
         _atomic_h5(path, fill)
     finally:
         for f in handles.values():
+            f.close()
+
+
+def write_virtual(path: Path, meta: dict, shards: list[Path]) -> bool:
+    """Write ``path`` as metadata only: HDF5 virtual datasets (and external links for ragged fields)
+    over the shard files beside it, where shard i holds rows i, i+N, i+2N, ... of the sorted keys.
+    Returns False, writing nothing, when the shards' fields differ in shape or kind (pack them then)."""
+    files = [h5py.File(p, "r") for p in shards]
+    try:
+        n = len(files)
+        own = [[k.decode() if isinstance(k, bytes) else k for k in f["keys"][()]] for f in files]
+        keys = sorted(k for ks in own for k in ks)
+        if any(ks != keys[i::n] for i, ks in enumerate(own)):
+            return False
+        fields = _field_names(files[0])
+        kinds = {fld: {(isinstance(f[fld], h5py.Group), f[fld].dtype.str if isinstance(f[fld], h5py.Dataset) else "",
+                        f[fld].shape[1:] if isinstance(f[fld], h5py.Dataset) else ()) for f in files if fld in f}
+                 for fld in fields}
+        if any(len(v) != 1 for v in kinds.values()) or any(_field_names(f) != fields for f in files if len(f["keys"])):
+            return False
+
+        def fill(out: h5py.File) -> None:
+            out.create_dataset("keys", data=np.array(keys, dtype=object), dtype=STR)
+            for fld in fields:
+                first = files[0][fld]
+                if isinstance(first, h5py.Group):
+                    g = out.create_group(fld)
+                    g.attrs["ragged"] = True
+                    for i, ks in enumerate(own):
+                        for j in range(len(ks)):
+                            g[f"{i + j * n:08d}"] = h5py.ExternalLink(shards[i].name, f"{fld}/{j:08d}")
+                    continue
+                layout = h5py.VirtualLayout(shape=(len(keys), *first.shape[1:]), dtype=first.dtype)
+                for i, f in enumerate(files):
+                    if len(own[i]):
+                        layout[i::n] = h5py.VirtualSource(shards[i].name, fld, shape=f[fld].shape)
+                out.create_virtual_dataset(fld, layout)
+            for fld, attrs in (meta.get("field_attrs") or {}).items():
+                if fld in out:
+                    for k, v in attrs.items():
+                        out[fld].attrs[k] = v
+            _write_attrs(out, {**meta, "n_items": len(keys)})
+            out.attrs["zodi_reads"] = canonical_json([p.name for p in shards])
+
+        _atomic_h5(path, fill, in_memory=True)
+        return True
+    finally:
+        for f in files:
             f.close()
 
 

@@ -88,12 +88,13 @@ def find_shards(out: str | os.PathLike) -> tuple[int, dict[int, Path]]:
     return n, shards
 
 
-def merge_shards(out: str | os.PathLike, overwrite: bool = False) -> dict:
-    """Check that all N shards of ``out`` exist, are complete and share settings and inputs,
-    then write ``out`` holding all their items; its content equals an unsharded run's."""
+def merge_shards(out: str | os.PathLike, overwrite: bool = False, pack: bool = False) -> dict:
+    """Check that all N shards of ``out`` exist, are complete and share settings and inputs, then
+    write ``out``, whose content equals an unsharded run's: by default metadata only, reading its
+    rows from the shards (which must then stay beside it); ``pack`` copies every row into it."""
     from ..errors import ConflictError
     from ..settings import canonical_json, diff_settings
-    from .artifact import Artifact, _Source, content_fingerprint, write_consolidated
+    from .artifact import Artifact, _Source, content_fingerprint, write_consolidated, write_virtual
     from .lock import WriterLock
 
     out = Path(out)
@@ -132,5 +133,7 @@ def merge_shards(out: str | os.PathLike, overwrite: bool = False) -> dict:
                 old = {}
             if old.get("settings_hash") != meta["settings_hash"] or canonical_json(old.get("inputs")) != canonical_json(meta["inputs"]):
                 raise ConflictError(f"{out} exists with other settings or inputs", "pass --overwrite to replace it")
-        write_consolidated(out, meta, sources)
-    return {"out": str(out), "shards": n, "items": len(sources)}
+        packed = pack or not write_virtual(out, meta, [shards[i] for i in range(n)])
+        if packed:
+            write_consolidated(out, meta, sources)
+    return {"out": str(out), "shards": n, "items": len(sources), "packed": packed}
