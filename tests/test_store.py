@@ -209,3 +209,23 @@ def test_kill_9_at_random_points_never_loses_finished_items(tmp_path):
     assert Artifact(out).complete
     assert same_contents(out, tmp_path / "clean.h5")
     assert not Path(str(out) + ".parts").exists()
+
+
+def test_a_signal_between_a_parts_rename_and_its_bookkeeping_loses_nothing(tmp_path, monkeypatch):
+    """SIGTERM (a KeyboardInterrupt) landing right after a batch's part file is in place: the item is
+    folded into the main file, not removed with a writer that 'wrote nothing'."""
+    from zodicli.store import artifact as A
+
+    real = A._atomic_h5
+
+    def then_interrupted(path, fill, in_memory=False):
+        real(path, fill, in_memory)
+        if path.parent.name.endswith(".parts"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(A, "_atomic_h5", then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_all(tmp_path / "a.h5", batch=2)
+    monkeypatch.setattr(A, "_atomic_h5", real)
+    a = Artifact(tmp_path / "a.h5", allow_partial=True)
+    assert a.keys == ["k00", "k01"] and not a.complete

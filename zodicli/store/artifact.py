@@ -429,6 +429,7 @@ class ArtifactWriter:
         self._done: set[str] = set()
         self._seq = 0
         self._created = False
+        self._folded = -1             # items in the main file after finish(); -1 until then
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "ArtifactWriter":
@@ -444,8 +445,8 @@ class ArtifactWriter:
     def __exit__(self, exc_type, *exc):
         try:
             self.finish()
-            if exc_type is not None and self._created and not self._done:   # failed before its first item:
-                self._remove_outputs()                                        # leave nothing behind
+            if exc_type is not None and self._created and self._folded == 0:   # failed before its first item:
+                self._remove_outputs()                                           # leave nothing behind
         finally:
             self._lock.release()
 
@@ -562,6 +563,7 @@ class ArtifactWriter:
         parts = sorted(self.parts.glob("*.h5")) if self.parts.is_dir() else []
         if not parts and self.path.exists():
             with h5py.File(self.path, "r") as f:
+                self._folded = len(f["keys"]) if "keys" in f else 0
                 if bool(f.attrs.get("zodi_complete", False)) or not self.complete:
                     return bool(f.attrs.get("zodi_complete", False))
         sources: dict[str, _Source] = {}
@@ -574,6 +576,8 @@ class ArtifactWriter:
                 for j, k in enumerate(f["keys"][()]):
                     sources[k.decode() if isinstance(k, bytes) else k] = _Source(p, j, True)
         self.meta["complete"] = set(self.keys) <= set(sources)
+        # counted from the files, not from _done: a signal may land between a part's rename and its bookkeeping
+        self._folded = len(sources)
         write_consolidated(self.path, self.meta, sources, self.compression)
         if self.parts.is_dir():
             shutil.rmtree(self.parts)
