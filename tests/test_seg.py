@@ -298,3 +298,18 @@ def test_online_self_training_runs_and_resumes_exactly(tmp_path, toy_env, monkey
     assert all(torch.equal(a["teacher"][k], b["teacher"][k]) for k in a["teacher"])
     with pytest.raises(InputError, match="--online-pl needs --target images"):
         T.TrainConfig(**{**TINY, "online_pl": True}).check()
+
+
+def test_lr_schedules_by_hand():
+    """MADM's: linear warm-up from 0.067 over 27 of 10,000 iterations (fvcore's WarmupParamScheduler),
+    then x0.1 at 88.89 % and 96.3 % of the run (MultiStepParamScheduler)."""
+    from zodicli.seg.train import TrainConfig, lr_at
+
+    cfg = TrainConfig(lr=5e-6, iters=10_000, lr_schedule="multistep", warmup_iters=27, warmup_start=0.067)
+    assert lr_at(cfg, 0, 1) == pytest.approx(5e-6 * (0.067 + 0.933 / 27))
+    assert lr_at(cfg, 26, 1) == pytest.approx(5e-6)
+    assert [lr_at(cfg, it, 1) for it in (27, 8888, 8889, 9629, 9630, 9999)] == pytest.approx(
+        [5e-6, 5e-6, 5e-7, 5e-7, 5e-8, 5e-8])
+    poly = TrainConfig(lr=0.01, iters=100, warmup_iters=10)
+    assert lr_at(poly, 4, 1) == pytest.approx(0.01 * 5 / 10)                   # warm-up from 0, as before
+    assert lr_at(poly, 55, 1) == pytest.approx(0.01 * (1 - 45 / 90) ** 0.9)

@@ -27,7 +27,15 @@ from ._types import SIZE
 @click.option("--weight-decay", default=1e-4, show_default=True, type=float)
 @click.option("--poly-power", default=0.9, show_default=True, type=float)
 @click.option("--poly-unit", default="iter", show_default=True, type=click.Choice(["iter", "epoch"]))
+@click.option("--lr-schedule", default="poly", show_default=True, type=click.Choice(["poly", "multistep"]),
+              help="multistep: x --lr-gamma at each of --lr-milestones (MADM's schedule).")
+@click.option("--lr-milestones", default="0.8889,0.963", show_default=True,
+              callback=lambda ctx, p, v: tuple(float(x) for x in str(v).split(",") if x.strip()) if v else (),
+              help="With multistep: shares of --iters where the LR drops.")
+@click.option("--lr-gamma", default=0.1, show_default=True, type=float)
 @click.option("--warmup-iters", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--warmup-start", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="LR factor the linear warm-up starts from (MADM: 0.067).")
 @click.option("--sim-weight", default=None, type=float, help="ZoDi feature similarity weight [default: 0.1 with --synth].")
 @click.option("--pl-weight", default=1.0, show_default=True, type=float)
 @click.option("--pl-threshold", default=0.968, show_default=True, type=float, help="Confidence counted by the DACS weight.")

@@ -54,7 +54,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     poly_unit: str = "iter"                  # "epoch": ZoDi's per-epoch poly steps
+    lr_schedule: str = "poly"                # "multistep": MADM's (x gamma at each milestone)
+    lr_milestones: tuple[float, ...] = (0.8889, 0.963)   # shares of --iters (MADM's)
+    lr_gamma: float = 0.1
     warmup_iters: int = 0
+    warmup_start: float = 0.0                # the LR factor warm-up starts from (MADM: 0.067)
     sim_weight: float | None = None          # default 0.1 with --synth, else 0
     pl_weight: float = 1.0
     pl_threshold: float = 0.968
@@ -131,6 +135,8 @@ class TrainConfig:
             self.model = "diff_fusion"
         if self.poly_unit not in ("iter", "epoch"):
             raise InputError(f"--poly-unit {self.poly_unit!r}", "use iter or epoch")
+        if self.lr_schedule not in ("poly", "multistep"):
+            raise InputError(f"--lr-schedule {self.lr_schedule!r}", "use poly or multistep")
         if self.optimizer not in ("sgd", "adamw"):
             raise InputError(f"--optimizer {self.optimizer!r}", "use sgd or adamw")
         if self.crop and self.resize and (self.crop[0] > self.resize[0] or self.crop[1] > self.resize[1]):
@@ -153,8 +159,11 @@ class Trainee(nn.Module):
 
 
 def lr_at(cfg: TrainConfig, it: int, epoch_iters: int) -> float:
+    """Linear warm-up from ``warmup_start``·lr, then poly (per iteration or epoch) or multi-step."""
     if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / cfg.warmup_iters
+        return cfg.lr * (cfg.warmup_start + (1 - cfg.warmup_start) * (it + 1) / cfg.warmup_iters)
+    if cfg.lr_schedule == "multistep":
+        return cfg.lr * cfg.lr_gamma ** sum(it >= m * cfg.iters for m in cfg.lr_milestones)
     if cfg.poly_unit == "epoch":
         progress = (it // epoch_iters) / max(1, math.ceil(cfg.iters / epoch_iters))
     else:
