@@ -318,3 +318,27 @@ def test_a_preset_falls_back_to_its_hub_repository(cli, env, tmp_path, monkeypat
     _hub_cache(tmp_path / "hub", "zodi-test/tiny-sd", env / "tiny/sd", "3" * 40)
     code, out, _ = cli("models", "list", "--json")
     assert json.loads(out)[0]["found"] is True and json.loads(out)[0]["path"].endswith("3" * 40)
+
+
+def test_guidance_interval_skips_the_unconditional_rows_outside_it(cli, env, tmp_path, monkeypatch):
+    """Kynkäänniemi et al.: guidance only in an interval of timesteps; elsewhere one row per image.
+    fog at strength 0.6: the encoding call (one row) and 12 steps (551 .. 1) of two rows each."""
+    from zodicli.diffusion import models as M
+
+    rows = []
+    real = M.Stack.model_output
+    monkeypatch.setattr(M.Stack, "model_output", lambda self, z, t, emb, control=None: rows.append((t, z.shape[0])) or
+                        real(self, z, t, emb, control))
+    args = ["translate", "--src", "toy:clear:val", "--domain", "fog", *TINY, "--batch-size", "4"]
+    assert cli(*args, "--out", tmp_path / "full.h5")[0] == 0
+    full = sum(n for _, n in rows)
+    rows.clear()
+    assert cli(*args, "--guidance-interval", "200,500", "--out", tmp_path / "mid.h5")[0] == 0
+    guided = {t for t, n in rows if n == 2}
+    assert guided == {201, 251, 301, 351, 401, 451} and sum(n for _, n in rows) == full - 4 * 6   # 6 steps lost a row each
+    rows.clear()
+    assert cli(*args, "--guidance-interval", "0,999", "--out", tmp_path / "all.h5")[0] == 0
+    assert same(tmp_path / "full.h5", tmp_path / "all.h5")                      # an interval holding every step: no change
+    assert not same(tmp_path / "full.h5", tmp_path / "mid.h5")
+    code, _, err = cli(*args, "--guidance-interval", "9,1", "--out", tmp_path / "x.h5")
+    assert code == 2 and "need 0 <= LO <= HI" in err

@@ -33,13 +33,17 @@ def zodi_encode(stack, z0, t_star: int, cond, control, generators):
 
 
 def sample(stack, z, timesteps: list[int], cond, uncond=None, guidance=1.0, control=None, eta=1.0,
-           generators=None, noises=None, guide: Callable | None = None, on_step: Callable | None = None):
+           generators=None, noises=None, guide: Callable | None = None, on_step: Callable | None = None,
+           guidance_interval: tuple[int, int] | None = None):
     """Denoise ``z`` (taken to be at ``timesteps[0]``) to the end. Per-step noise comes from
     ``noises[:, i]`` (DDPM regeneration) or the generators. ``guide(i, t, z, mean, sigma, x0, eps)``
-    may return a shifted mean (label guidance)."""
+    may return a shifted mean (label guidance). ``guidance_interval`` (lo, hi): classifier-free
+    guidance only at timesteps lo <= t <= hi, the conditional branch alone elsewhere (Kynkäänniemi et
+    al. 2024), which saves the unconditional rows there."""
     for i, t in enumerate(timesteps):
         prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        eps = stack.eps(z, t, cond, uncond, guidance, control)
+        guided = guidance_interval is None or guidance_interval[0] <= t <= guidance_interval[1]
+        eps = stack.eps(z, t, cond, uncond if guided else None, guidance, control)
         mean, sigma, x0 = step_mean(stack, z, t, prev, eps, eta)
         if guide is not None:
             mean = guide(i, t, z, mean, sigma, x0, eps)
@@ -59,12 +63,13 @@ def encode_timestep(strength: float, steps: int, exact: bool, num_train: int = 1
 
 
 def transfer(stack, images, labels_control, cond, uncond, generators, strength=0.6, steps=20, guidance=9.0,
-             eta=1.0, exact_timestep=False, guide=None):
+             eta=1.0, exact_timestep=False, guide=None, guidance_interval=None):
     """Translate a batch: uint8 images -> uint8 images (same size). Returns (images, z_enc)."""
     z0 = stack.encode(images, generators)
     ts = kept_timesteps(steps, strength, stack.num_train_timesteps)
     z = zodi_encode(stack, z0, encode_timestep(strength, steps, exact_timestep, stack.num_train_timesteps), cond,
                     labels_control, generators)
     z_enc = z
-    z = sample(stack, z, ts, cond, uncond, guidance, labels_control, eta, generators, guide=guide)
+    z = sample(stack, z, ts, cond, uncond, guidance, labels_control, eta, generators, guide=guide,
+               guidance_interval=guidance_interval)
     return stack.decode(z), z_enc

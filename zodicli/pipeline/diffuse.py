@@ -56,6 +56,7 @@ class DiffusionSettings:
     label_guidance: str = "none"
     segmenter: str | None = None
     sgg_scale: float = 1.0
+    guidance_interval: tuple[int, int] | None = None   # CFG only for lo <= t <= hi (translate)
     preview: int = 0
     seed: int = 0
     batch_size: int = 1
@@ -309,7 +310,7 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
             if inv is None:
                 ims = [resize_image(images[i], size) for i in idx]
                 result, _ = transfer(stack, ims, control, cond, uncond, gens, s.strength, s.steps, s.guidance_scale,
-                                     s.eta, s.exact_timestep, guide)
+                                     s.eta, s.exact_timestep, guide, s.guidance_interval)
             else:
                 start = torch.stack([torch.from_numpy(inv.get("start", keys[i])) for i in idx]).to(stack.device)
                 ts = [int(t) for t in inv.get("timesteps", keys[idx[0]])]
@@ -321,7 +322,8 @@ def translate(s: DiffusionSettings, settings: dict, shard=None, overwrite=False)
                     z = ddpm_regenerate(stack, path, field("noise"), ts, cond, uncond, s.guidance_scale, control, s.eta, s.skip)
                 else:
                     eta = s.eta if s.method == "zodi" else 0.0
-                    z = sample(stack, start, ts, cond, uncond, s.guidance_scale, control, eta, gens, guide=guide)
+                    z = sample(stack, start, ts, cond, uncond, s.guidance_scale, control, eta, gens, guide=guide,
+                               guidance_interval=s.guidance_interval)
                 result = stack.decode(z)
                 ims = stack.decode(torch.stack([torch.from_numpy(inv.get("z0", keys[i])) for i in idx]).to(stack.device)) \
                     if s.preview else [None] * len(idx)
