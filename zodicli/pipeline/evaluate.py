@@ -9,7 +9,7 @@ import numpy as np
 
 from ..data import classsets
 from ..data.images import key_of, read_label
-from ..data.registry import decode_label_ids, decode_train_ids, open_dataset
+from ..data.registry import CHECKED, decode_label_ids, decode_train_ids, open_dataset
 from ..errors import InputError, os_error_message
 from ..store.files import atomic_path, write_text
 from ..metrics.confusion import ConfusionMatrix
@@ -25,7 +25,7 @@ class _Predictions:
     def __init__(self, path: str, encoding: str, allow_partial: bool):
         p = Path(path)
         self.path = p
-        self.outside = self.pixels = 0        # PNG values outside the encoding, and all values read
+        self.outside = self.pixels = self.checked = 0    # PNG values outside the encoding, of those looked at
         if p.is_dir():
             files = {}
             for f in sorted(p.rglob("*.png")):
@@ -41,8 +41,10 @@ class _Predictions:
 
             def get(k):
                 raw = read_label(files[k], hint)
-                self.outside += int(decode.unknown(raw).sum())
-                self.pixels += raw.size
+                if self.checked < CHECKED:           # a wrong encoding shows in every file: look at the first ones
+                    self.checked += 1
+                    self.outside += int(np.count_nonzero(decode.unknown(raw)))
+                    self.pixels += raw.size
                 return decode(raw)
 
             self._get = get
