@@ -48,6 +48,11 @@ ROWS = [  # (run, figure, label, target, format)
     ("translate-b8", "wall_over_model_calls", "translate at --compute-batch 8: wall time / model call time", "<= 1.10", "{:.3f}"),
     ("store", "checksum_write_cost", "artifacts: folding rows with fletcher32 checksums / without, time", "", "{:.3f}"),
     ("store", "checksum_read_cost", "artifacts: reading rows with fletcher32 checksums / without, time", "", "{:.3f}"),
+    ("store", "resume_bytes_ratio", "artifacts: bytes a resume adding the last 10 % writes, per byte of the file", "< 0.3",
+     "{:.2f}"),
+    ("store", "resume_vs_cp", "artifacts: that resume's time / cp of the final file", "", "{:.2f}x"),
+    ("store", "merge_vs_cp", "artifacts: zodi merge (metadata only) of 4 shards / cp of the shards", "", "{:.3f}x"),
+    ("store", "pack_vs_cp", "artifacts: zodi merge --pack of 4 shards / cp of the shards", "", "{:.2f}x"),
 ]
 
 
