@@ -47,3 +47,13 @@ class Bytes(click.ParamType):
 
 
 BYTES = Bytes()
+
+
+def float_list(ctx, param, value) -> tuple[float, ...]:
+    """Option callback: ``0.75,1,1.25`` -> (0.75, 1.0, 1.25); empty -> ()."""
+    if not value:
+        return ()
+    try:
+        return tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None

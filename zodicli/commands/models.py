@@ -15,9 +15,7 @@ def command():
 @json_option
 def list_(json_output):
     """Presets (zodicli/presets/models.yaml): under $ZODI_MODELS, else in the Hugging Face cache; never downloads."""
-    from ..diffusion.models import presets, resolve
-
-    from ..diffusion.models import models_root
+    from ..diffusion.models import models_root, presets, resolve
 
     rows = []
     for name, entry in presets().items():

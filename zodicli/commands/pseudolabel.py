@@ -5,14 +5,7 @@ import click
 
 from ._diffusion import per_item_options
 from ._options import emit_json, resolved_settings
-from ._types import SIZE
-
-
-def _floats(ctx, param, value):
-    try:
-        return tuple(float(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+from ._types import SIZE, float_list
 
 
 @click.command("pseudolabel")
@@ -23,7 +16,7 @@ def _floats(ctx, param, value):
 @click.option("--weight-threshold", default=0.968, show_default=True, type=float, help="Confidence counted by the DACS weight.")
 @click.option("--save-probs", is_flag=True, help="Also store per-class probabilities (float16) in OUT.raw.h5.")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
-@click.option("--scales", default="1", show_default=True, callback=_floats, help="Multi-scale averaging, e.g. 0.75,1,1.25.")
+@click.option("--scales", default="1", show_default=True, callback=float_list, help="Multi-scale averaging, e.g. 0.75,1,1.25.")
 @click.option("--size", default=None, type=SIZE, help="Inference size HxW (scales apply to it).")
 @click.option("--dplg", is_flag=True, help="MADM's diffusion-based pseudo-labels (sd-unet checkpoints): predict on noised z_t.")
 @click.option("--dplg-t0", default=60, show_default=True, type=int, help="t0 (depth: 60; infrared, event: 50).")

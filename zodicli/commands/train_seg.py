@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ._options import allow_partial_option, config_option, data_root_option, emit_json, json_option, overwrite_option
-from ._types import SIZE
+from ._types import SIZE, float_list
 
 
 @click.command("train-seg")
@@ -30,7 +30,7 @@ from ._types import SIZE
 @click.option("--lr-schedule", default="poly", show_default=True, type=click.Choice(["poly", "multistep"]),
               help="multistep: x --lr-gamma at each of --lr-milestones (MADM's schedule).")
 @click.option("--lr-milestones", default="0.8889,0.963", show_default=True,
-              callback=lambda ctx, p, v: tuple(float(x) for x in str(v).split(",") if x.strip()) if v else (),
+              callback=float_list,
               help="With multistep: shares of --iters where the LR drops.")
 @click.option("--lr-gamma", default=0.1, show_default=True, type=float)
 @click.option("--warmup-iters", default=0, show_default=True, type=click.IntRange(min=0))

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import InputError
 
+
 def models_root() -> Path:
     return Path(os.environ.get("ZODI_MODELS", "models"))
 
@@ -236,7 +237,7 @@ def _load_part(loader, path: Path, subfolder: str | None = None, **kw):
     fn = loader.from_pretrained if hasattr(loader, "from_pretrained") else loader
     try:
         return fn(str(path), **({"subfolder": subfolder} if subfolder else {}), local_files_only=True, **kw)
-    except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
         reason = " ".join(str(e).split())[:300]
         raise InputError(f"cannot load {where}: {type(e).__name__}: {reason}",
                          "the weights may be truncated or of another architecture; copy the folder again") from None

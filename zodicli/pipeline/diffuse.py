@@ -141,18 +141,18 @@ def _stack(s: DiffusionSettings, need_control: bool):
 def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
     """The models as recorded inputs: each spec with a hash of its files (after _stack checked they
     exist), so retrained weights under the same path or preset never resume an old output."""
+    from ..diffusion.hub import commit_of
     from ..diffusion.models import resolve
     from ..store.fingerprint import file_fingerprint, tree_fingerprint
-
-    from ..diffusion.hub import commit_of
 
     out = {}
 
     def fp(name, spec, revision=None, pipeline=True, config=None):   # as load_stack reads them
         path, preset_cfg = resolve(spec, revision, pipeline)
         cfg = Path(config) if config else preset_cfg
-        if commit_of(path):                     # a Hub snapshot: its commit is provenance too
-            out[f"{name}_commit"] = commit_of(path)
+        commit = commit_of(path)
+        if commit:                              # a Hub snapshot: its commit is provenance too
+            out[f"{name}_commit"] = commit
         return f"{spec}@{tree_fingerprint(path)}" + (f"+{tree_fingerprint(cfg)}" if path.is_file() and cfg else "")
 
     out["model"] = fp("model", s.model, s.revision, config=s.model_config)
@@ -379,6 +379,7 @@ def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff",
     from ..diffusion.features import (FEATURE_TIMESTEPS, INVERSION_TIMESTEPS, check_timesteps, extract, feature_bytes,
                                       feature_layout, select_blocks)
     from ..diffusion.layout import resize_image, resize_label
+    from ..store.shards import shard_keys
 
     inversion = tuple(inversion or INVERSION_TIMESTEPS)
     features = tuple(features or FEATURE_TIMESTEPS)
@@ -389,8 +390,6 @@ def extract_features(s: DiffusionSettings, settings: dict, blocks: str = "diff",
     layout = feature_layout(stack, names, features)
     h, w = _size_for(s, stack, ds.image(ds.keys()[0]).shape[:2])      # the first item's processing size
     per_item = feature_bytes(layout, h, w)
-    from ..store.shards import shard_keys
-
     check_projected_size("extract-features", len(shard_keys(ds.keys(), shard)), per_item, max_size,
                          "extract fewer --blocks or --timesteps, a smaller --short-side, or train online without a cache "
                          "(train-seg --backbone diff-online)")

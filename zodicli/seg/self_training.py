@@ -21,7 +21,8 @@ class OnlineTeacher:
         self.ema = copy.deepcopy(student).eval().requires_grad_(False)
         if hasattr(self.ema, "rehook"):           # models that record features through forward hooks
             self.ema.rehook()
-        self.decay, self.threshold, self.dplg = decay, threshold, dplg
+        self.decay, self.threshold = decay, threshold
+        self.dplg = dplg if hasattr(self.ema, "set_dplg_timestep") else None   # DPLG needs a diffusion model
 
     @torch.no_grad()
     def update(self, student: nn.Module, iteration: int) -> None:
@@ -35,12 +36,12 @@ class OnlineTeacher:
     @torch.no_grad()
     def pseudo_labels(self, target: torch.Tensor, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Target images (N, 3, H, W) -> (labels (N, H, W) long, weight: one scalar for the batch, as MADM)."""
-        if self.dplg is not None and hasattr(self.ema, "set_dplg_timestep"):
+        if self.dplg is not None:
             from ..pipeline.pseudolabel import dplg_timestep
 
             self.ema.set_dplg_timestep(dplg_timestep(self.dplg[0], self.dplg[1], iteration))
         logits = self.ema(target)["logits"].float()
-        if self.dplg is not None and hasattr(self.ema, "set_dplg_timestep"):
+        if self.dplg is not None:
             self.ema.set_dplg_timestep(0)
         prob = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False).softmax(1)
         conf, labels = prob.max(1)

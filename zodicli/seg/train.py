@@ -429,20 +429,24 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
     return {"out": str(out), "iteration": it, "best": best, "resumed": start > 0, "done": it - start, "world_size": world}
 
 
+def _class_mix_at(cfg, b, it, pl):
+    """ClassMix of step `it`, seeded by the step so a resumed run mixes the same classes."""
+    mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))
+    return class_mix(b["src"], b["lbl"], b["tgt"], pl, mix_rng)
+
+
 def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device, teacher=None):
     """One step's forward pass: (total loss, its named parts)."""
     inputs_ = [b["src"]] + ([b["syn"]] if "syn" in b else [])
     mixed = None
     if teacher is not None:                     # online self-training: the student sees the mixed image only
         pl, pl_w = teacher.pseudo_labels(b["tgt"], it)
-        mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
-        mixed = class_mix(b["src"], b["lbl"], b["tgt"], pl, mix_rng)
+        mixed = _class_mix_at(cfg, b, it, pl)
         inputs_.append(mixed[0])
     elif target is not None:
         inputs_.append(b["tgt"])
         if cfg.adv_weight:
-            mix_rng = torch.Generator().manual_seed(key_seed(cfg.seed, "classmix", it))   # resumable
-            mixed = class_mix(b["src"], b["lbl"], b["tgt"], b.get("pl"), mix_rng)
+            mixed = _class_mix_at(cfg, b, it, b.get("pl"))
             inputs_.append(mixed[0])
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         outs = net(inputs_)
