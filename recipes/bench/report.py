@@ -1,7 +1,7 @@
 """make bench: run every benchmark the issues define, one after the other on this machine, and write
 recipes/bench/report.json and recipes/bench/report.md (figures, ratios against the baseline measured
 in the same script, targets, machine, date). GPU figures come from the same scripts with
---device cuda (see the README); they are added when run with --gpu on a machine that has one.
+--device cuda (see docs/benchmarks.md); they are added when run with --gpu on a machine that has one.
 
     python recipes/bench/report.py [--gpu]
 """
