@@ -229,3 +229,138 @@ def test_a_signal_between_a_parts_rename_and_its_bookkeeping_loses_nothing(tmp_p
     monkeypatch.setattr(A, "_atomic_h5", real)
     a = Artifact(tmp_path / "a.h5", allow_partial=True)
     assert a.keys == ["k00", "k01"] and not a.complete
+
+
+# -- resumed runs: segments ---------------------------------------------------------------------
+
+def _image(k):
+    return np.random.default_rng(int(k[1:])).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+
+
+def _run_images(out, keys, upto=None):
+    """Write the images of ``keys`` still to do, stopping after ``upto`` of them (an interrupted run)."""
+    with ArtifactWriter(out, "test", {"a": 1}, {"src": "x"}, keys) as w:
+        for k in w.todo[:upto]:
+            w.write([k], {"images": [_image(k)], "ragged": [np.full(int(k[1:]) % 3 + 1, int(k[1:]), np.int32)]})
+
+
+def _bytes_written(fn) -> int:
+    def wchar():
+        return int(next(line for line in Path("/proc/self/io").read_text().splitlines() if line.startswith("wchar")).split()[1])
+    before = wchar()
+    fn()
+    return wchar() - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's per-process I/O counters")
+def test_a_resume_writes_in_proportion_to_the_items_it_adds(tmp_path):
+    """An interrupted run folds 90 % of the items into one file; the resume that adds the last 10 %
+    writes its items once as a segment (plus the parts and a metadata-only main file) - 0.2x the
+    final bytes, where folding everything again wrote 1.1x - and reads the same as a clean run."""
+    keys = [f"k{i:03d}" for i in range(40)]
+    out = tmp_path / "r.h5"
+    _run_images(out, keys, upto=36)
+    assert not (tmp_path / "r.h5.segments").exists()             # the first fold writes one file
+    written = _bytes_written(lambda: _run_images(out, keys))
+    final = out.stat().st_size + sum(p.stat().st_size for p in (tmp_path / "r.h5.segments").iterdir())
+    assert written < 0.3 * final, (written, final)
+    assert sorted(p.name for p in (tmp_path / "r.h5.segments").iterdir()) == ["segment-000000.h5", "segment-000001.h5"]
+    assert os.path.samefile(tmp_path / "r.h5.segments" / "segment-000000.h5", tmp_path / "r.h5.segments" / "segment-000000.h5")
+    _run_images(tmp_path / "clean.h5", keys)
+    assert same_contents(out, tmp_path / "clean.h5")
+    with h5py.File(out) as f:                                     # a plain h5py reader sees the rows
+        assert f["images"].is_virtual and [k.decode() for k in f["keys"][()]] == keys
+        assert np.array_equal(f["images"][37], _image("k037")) and f["ragged/00000037"][()].tolist() == [37, 37]
+    assert Artifact(out).complete
+    assert _bytes_written(lambda: _run_images(out, keys)) < 4096      # complete: nothing to do, nothing written
+
+
+def test_segments_are_read_from_any_directory_and_pack_makes_one_file(tmp_path, monkeypatch, cli):
+    keys = [f"k{i:03d}" for i in range(12)]
+    out = tmp_path / "sub" / "r.h5"
+    _run_images(out, keys, upto=5)
+    _run_images(out, keys, upto=3)
+    _run_images(out, keys)
+    assert len(list((tmp_path / "sub" / "r.h5.segments").iterdir())) == 3     # the first run's file and two resumes
+    _run_images(tmp_path / "clean.h5", keys)
+    monkeypatch.chdir(tmp_path / "sub" / "r.h5.segments")
+    assert same_contents(out, tmp_path / "clean.h5")
+    assert cli("pack", out) == (0, f"{out}: 12 items, self-contained now (it read 3 other file(s))\n", "")
+    assert not (tmp_path / "sub" / "r.h5.segments").exists()
+    with h5py.File(out) as f:
+        assert not f["images"].is_virtual and "zodi_reads" not in f.attrs
+    assert same_contents(out, tmp_path / "clean.h5")
+    assert cli("pack", out)[1] == f"{out}: 12 items, already self-contained\n"
+
+
+def test_many_resumes_fold_into_one_file_again(tmp_path, monkeypatch):
+    from zodicli.store import artifact as A
+
+    monkeypatch.setattr(A, "MAX_SEGMENTS", 3)
+    keys = [f"k{i:03d}" for i in range(8)]
+    out = tmp_path / "r.h5"
+    counts = []
+    for _ in range(4):
+        _run_images(out, keys, upto=2)
+        segs = tmp_path / "r.h5.segments"
+        counts.append(len(list(segs.iterdir())) if segs.exists() else 0)
+    assert counts == [0, 2, 3, 0]                   # one file, then segments, then one file again
+    _run_images(tmp_path / "clean.h5", keys)
+    assert same_contents(out, tmp_path / "clean.h5")
+
+
+def test_a_fold_killed_before_its_main_file_leaves_an_unread_segment_that_is_removed(tmp_path, monkeypatch):
+    from zodicli.store import artifact as A
+
+    keys = [f"k{i:03d}" for i in range(6)]
+    out = tmp_path / "r.h5"
+    _run_images(out, keys, upto=2)
+    real = A.write_virtual
+
+    def killed(path, meta, sources):
+        raise KeyboardInterrupt                    # after the new segment, before the main file
+
+    monkeypatch.setattr(A, "write_virtual", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _run_images(out, keys, upto=2)
+    monkeypatch.setattr(A, "write_virtual", real)
+    assert len(list((tmp_path / "r.h5.segments").iterdir())) == 2          # written, not read by r.h5
+    assert Artifact(out, allow_partial=True).keys == ["k000", "k001"]       # the main file still opens
+    assert len(list((tmp_path / "r.h5.parts").iterdir())) == 2              # the parts are kept
+    _run_images(out, keys)
+    _run_images(tmp_path / "clean.h5", keys)
+    assert same_contents(out, tmp_path / "clean.h5")
+    assert sorted(p.name for p in (tmp_path / "r.h5.segments").iterdir()) == ["segment-000000.h5", "segment-000001.h5"]
+
+
+def test_a_missing_segment_is_one_line_and_shards_with_segments_merge(tmp_path):
+    keys = [f"k{i:03d}" for i in range(9)]
+    for i in range(3):
+        p = shard_path(tmp_path / "m.h5", (i, 3))
+        for upto in (1, None):
+            with ArtifactWriter(p, "test", {"a": 1}, {"src": "x"}, shard_keys(keys, (i, 3)), shard=(i, 3)) as w:
+                for k in w.todo[:upto]:
+                    w.write([k], {"images": [_image(k)], "ragged": [np.zeros(int(k[1:]) % 2 + 1)]})
+    assert (tmp_path / "m.shard-1-of-3.h5.segments").is_dir()
+    assert not merge_shards(tmp_path / "m.h5")["packed"]
+    a = Artifact(tmp_path / "m.h5")
+    assert a.keys == keys and np.array_equal(a.get("images", "k004"), _image("k004")) and a.get("ragged", "k005").shape == (2,)
+    a.close()
+    seg = next((tmp_path / "m.shard-1-of-3.h5.segments").iterdir())
+    seg.rename(tmp_path / "moved.h5")
+    with pytest.raises(InputError, match=rf"reads rows from m\.shard-1-of-3\.h5\.segments/{seg.name}, which is missing.*zodi pack"):
+        Artifact(tmp_path / "m.h5")
+
+
+def test_rows_that_change_shape_between_runs_make_a_ragged_field(tmp_path):
+    out = tmp_path / "r.h5"
+    with ArtifactWriter(out, "test", {}, {}, ["a", "b", "c"]) as w:
+        w.write(["a", "b"], {"x": [np.zeros((2, 2)), np.ones((2, 2))]})
+    with ArtifactWriter(out, "test", {}, {}, ["a", "b", "c"]) as w:
+        w.write(["c"], {"x": [np.full((3, 2), 2.0)]})
+    assert (tmp_path / "r.h5.segments").is_dir()
+    a = Artifact(out)
+    assert [a.get("x", k).shape for k in a.keys] == [(2, 2), (2, 2), (3, 2)]
+    assert [a.get("x", k)[0, 0] for k in a.keys] == [0.0, 1.0, 2.0]
+    with h5py.File(out) as f:
+        assert f["x"].attrs["ragged"] and f["x/00000001"].is_virtual

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-seg": ("zodicli.commands.train_seg", "Train a segmenter: source-only, ZoDi adaptation, self-training, adversarial."),
     "baseline": ("zodicli.commands.baseline", "Fit and apply a pixel-colour baseline segmenter (the demo's floor)."),
     "merge": ("zodicli.commands.merge", "Merge the shards of a sharded run into one artifact."),
+    "pack": ("zodicli.commands.pack", "Copy the rows an artifact reads from segments or shards into it, to move it alone."),
     "info": ("zodicli.commands.info", "Show an artifact's schema, settings, provenance and completeness."),
     "datasets": ("zodicli.commands.datasets", "List datasets, check a root's layout, make the toy city."),
     "models": ("zodicli.commands.models", "List model presets; make the tiny random stack for tests and demos."),

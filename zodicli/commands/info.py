@@ -27,6 +27,9 @@ def command(artifact, json_output):
     click.echo(f"{artifact}: zodi {art.meta['command']}, {state}")
     click.echo(f"  items {len(art)}  shard {art.meta['shard'] or '-'}  created {art.meta['created']}  "
                f"settings hash {art.meta['settings_hash']}  fingerprint {art.meta['fingerprint']}")
+    if art.meta["reads"]:
+        click.echo(f"  reads its rows from {len(art.meta['reads'])} file(s) beside it, e.g. {art.meta['reads'][0]} "
+                   "('zodi pack' makes it self-contained)")
     click.echo("  fields:")
     for f in info["fields"]:
         extra = "  ".join(f"{k}={v}" for k, v in f.items() if k not in ("field", "shape", "dtype", "bytes"))

@@ -42,6 +42,7 @@ from .lock import WriterLock
 SCHEMA = 1
 STR = h5py.string_dtype("utf-8")
 RESERVED = {"keys"}
+MAX_SEGMENTS = 16         # a resume adds one segment; past this many, the next fold writes one file again
 
 
 def library_versions() -> dict:
@@ -172,9 +173,13 @@ class Artifact:
         self.meta = _read_attrs(f)
         if not self.meta:
             raise InputError(f"{self.path} is an HDF5 file but not a zodi artifact", "pass a file written by zodi")
-        missing = [name for name in self.meta["reads"] if not (self.path.parent / name).is_file()]
+        missing = missing_reads(self.path)
         if missing:                 # HDF5 would read a missing source's rows as zeros, silently
-            raise InputError(f"{self.path} reads its rows from its shards, and {missing[0]} is not beside it",
+            if missing.parent.name.endswith(".segments"):
+                raise InputError(f"{self.path} reads rows from {missing.parent.name}/{missing.name}, which is missing",
+                                 f"keep the folder {missing.parent.name}/ beside the file it belongs to "
+                                 "('zodi pack' makes one self-contained file)")
+            raise InputError(f"{self.path} reads its rows from its shards, and {missing.name} is not beside it",
                              "keep the shards beside the merged file, or merge again with 'zodi merge --pack'")
         self.keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][()]] if "keys" in f else []
         if not self.meta["complete"] and not allow_partial:
@@ -250,6 +255,47 @@ class Artifact:
 
 def open_artifact(path, allow_partial: bool = False) -> Artifact:
     return Artifact(path, allow_partial=allow_partial)
+
+
+def reads(path: Path) -> list[Path]:
+    """The files whose rows ``path`` reads (merged shards, resume segments); empty when self-contained."""
+    with h5py.File(path, "r") as f:
+        names = json.loads(f.attrs["zodi_reads"]) if "zodi_reads" in f.attrs else []
+    return [Path(path).parent / name for name in names]
+
+
+def _stored_bytes(path: Path) -> int:
+    """Bytes of ``path`` and of the files it reads its rows from."""
+    return os.path.getsize(path) + sum(_stored_bytes(p) for p in reads(path))
+
+
+def missing_reads(path: Path) -> Path | None:
+    """The first file that ``path`` reads, directly or through a file it reads, that is not there."""
+    for p in reads(path):
+        if not p.is_file():
+            return p
+        deeper = missing_reads(p)
+        if deeper:
+            return deeper
+    return None
+
+
+def pack_artifact(path) -> dict:
+    """Rewrite ``path`` as one self-contained file holding every row it reads from shards or segments;
+    its own segments are then deleted (shards are left for the user to delete)."""
+    path = Path(path)
+    with WriterLock(path, "zodi pack"):
+        art = Artifact(path, allow_partial=True)
+        sources = {k: _Source(path, i, False) for i, k in enumerate(art.keys)}
+        read = reads(path)
+        meta = art.meta
+        art.close()
+        if read:
+            write_consolidated(path, meta, sources)
+        segments = path.with_name(path.name + ".segments")
+        if segments.is_dir():
+            shutil.rmtree(segments)
+    return {"out": str(path), "items": len(sources), "was_reading": [str(p) for p in read]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +377,8 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
         _write_attrs(out, {**meta, "n_items": len(keys)})
 
     try:
-        check_space(path, sum(os.path.getsize(p) for p in {s.path for s in sources.values()}),
+        files = {s.path: s.part for s in sources.values()}
+        check_space(path, sum(os.path.getsize(p) if part else _stored_bytes(p) for p, part in files.items()),
                     f"free some space, then re-run; the finished items are kept in {path.name} and {path.name}.parts/")
         _atomic_h5(path, fill)
     finally:
@@ -339,46 +386,75 @@ def write_consolidated(path: Path, meta: dict, sources: dict[str, _Source], comp
             f.close()
 
 
-def write_virtual(path: Path, meta: dict, shards: list[Path]) -> bool:
+def _runs(dest: list[int]) -> list[tuple[int, int, int, int]]:
+    """Split increasing destination rows into arithmetic runs: ``(first row in dest, step, source
+    start, count)``; a strided shard is one run, a resumed artifact's segments a few runs each."""
+    runs, i = [], 0
+    while i < len(dest):
+        step = dest[i + 1] - dest[i] if i + 1 < len(dest) else 1
+        j = i + 1
+        while j < len(dest) and dest[j] - dest[j - 1] == step:
+            j += 1
+        runs.append((dest[i], step, i, j - i))
+        i = j
+    return runs
+
+
+def write_virtual(path: Path, meta: dict, sources: list[Path]) -> bool:
     """Write ``path`` as metadata only: HDF5 virtual datasets (and external links for ragged fields)
-    over the shard files beside it, where shard i holds rows i, i+N, i+2N, ... of the sorted keys.
-    Returns False, writing nothing, when the shards' fields differ in shape or kind (pack them then)."""
-    files = [h5py.File(p, "r") for p in shards]
+    over the artifacts ``sources`` (shards or segments, beside it or below it), whose keys together
+    are this artifact's keys. A field whose rows differ in shape across sources is ragged here.
+    Returns False, writing nothing, when the sources' fields differ in names or dtypes (pack them then)."""
+    files = [h5py.File(p, "r") for p in sources]
+    names = [os.path.relpath(p, path.parent) for p in sources]
     try:
-        n = len(files)
         own = [[k.decode() if isinstance(k, bytes) else k for k in f["keys"][()]] for f in files]
         keys = sorted(k for ks in own for k in ks)
-        if any(ks != keys[i::n] for i, ks in enumerate(own)):
+        row = {k: i for i, k in enumerate(keys)}
+        if len(row) != len(keys):
             return False
-        fields = _field_names(files[0])
-        kinds = {fld: {(isinstance(f[fld], h5py.Group), f[fld].dtype.str if isinstance(f[fld], h5py.Dataset) else "",
-                        f[fld].shape[1:] if isinstance(f[fld], h5py.Dataset) else ()) for f in files if fld in f}
-                 for fld in fields}
-        if any(len(v) != 1 for v in kinds.values()) or any(_field_names(f) != fields for f in files if len(f["keys"])):
+        dest = [[row[k] for k in ks] for ks in own]
+        used = [(f, name, rows) for f, name, rows in zip(files, names, dest) if rows]
+        fields = _field_names(used[0][0]) if used else []
+        if any(_field_names(f) != fields for f, _, _ in used):
+            return False
+        ragged, dtypes = {}, {}
+        for fld in fields:
+            objs = [f[fld] for f, _, _ in used]
+            dtypes[fld] = {(o if isinstance(o, h5py.Dataset) else next(iter(o.values()))).dtype for o in objs}
+            ragged[fld] = any(isinstance(o, h5py.Group) for o in objs) or len({o.shape[1:] for o in objs}) > 1
+        if any(len(d) != 1 for d in dtypes.values()):
             return False
 
         def fill(out: h5py.File) -> None:
             out.create_dataset("keys", data=np.array(keys, dtype=object), dtype=STR)
             for fld in fields:
-                first = files[0][fld]
-                if isinstance(first, h5py.Group):
+                dtype = next(iter(dtypes[fld]))
+                if ragged[fld]:        # one link per row; a row of a stacked source is a one-row virtual dataset
                     g = out.create_group(fld)
                     g.attrs["ragged"] = True
-                    for i, ks in enumerate(own):
-                        for j in range(len(ks)):
-                            g[f"{i + j * n:08d}"] = h5py.ExternalLink(shards[i].name, f"{fld}/{j:08d}")
+                    for f, name, rows in used:
+                        stacked = f[fld] if isinstance(f[fld], h5py.Dataset) else None
+                        for j, i in enumerate(rows):
+                            if stacked is None:
+                                g[f"{i:08d}"] = h5py.ExternalLink(name, f"{fld}/{j:08d}")
+                            else:
+                                one = h5py.VirtualLayout(shape=stacked.shape[1:], dtype=dtype)
+                                one[...] = h5py.VirtualSource(name, fld, shape=stacked.shape)[j]
+                                g.create_virtual_dataset(f"{i:08d}", one)
                     continue
-                layout = h5py.VirtualLayout(shape=(len(keys), *first.shape[1:]), dtype=first.dtype)
-                for i, f in enumerate(files):
-                    if len(own[i]):
-                        layout[i::n] = h5py.VirtualSource(shards[i].name, fld, shape=f[fld].shape)
+                layout = h5py.VirtualLayout(shape=(len(keys), *used[0][0][fld].shape[1:]), dtype=dtype)
+                for f, name, rows in used:
+                    src = h5py.VirtualSource(name, fld, shape=f[fld].shape)
+                    for d0, step, s0, n in _runs(rows):
+                        layout[d0: d0 + step * (n - 1) + 1: step] = src[s0: s0 + n]
                 out.create_virtual_dataset(fld, layout)
             for fld, attrs in (meta.get("field_attrs") or {}).items():
                 if fld in out:
                     for k, v in attrs.items():
                         out[fld].attrs[k] = v
             _write_attrs(out, {**meta, "n_items": len(keys)})
-            out.attrs["zodi_reads"] = canonical_json([p.name for p in shards])
+            out.attrs["zodi_reads"] = canonical_json(names)
 
         _atomic_h5(path, fill, in_memory=True)
         return True
@@ -411,6 +487,7 @@ class ArtifactWriter:
                  field_attrs: dict | None = None):
         self.path = Path(path)
         self.parts = self.path.with_name(self.path.name + ".parts")
+        self.segments = self.path.with_name(self.path.name + ".segments")
         self.keys = sorted(keys)
         if len(set(self.keys)) != len(self.keys):
             raise InputError("the input lists the same key twice", "keys must be unique")
@@ -452,6 +529,7 @@ class ArtifactWriter:
 
     def _open(self) -> None:
         check_not_link(self.parts)
+        check_not_link(self.segments)
         for stale in temporaries(self.path):
             stale.unlink()
         if self.overwrite:
@@ -481,6 +559,7 @@ class ArtifactWriter:
                 self._seq = max(self._seq, int(p.stem.split("-")[-1]) + 1)
             for t in self.parts.glob(".*.tmp"):
                 t.unlink()
+        self._remove_unread_segments()
         extra = self._done - set(self.keys)
         if extra:
             raise ConflictError(f"{self.path} holds {len(extra)} item(s) not in this run's input (e.g. {sorted(extra)[0]!r})",
@@ -518,8 +597,9 @@ class ArtifactWriter:
     def _remove_outputs(self) -> None:
         if self.path.exists():
             self.path.unlink()
-        if self.parts.exists():
-            shutil.rmtree(self.parts)
+        for folder in (self.parts, self.segments):
+            if folder.exists():
+                shutil.rmtree(folder)
 
     # -- progress -------------------------------------------------------------------------------
     @property
@@ -559,26 +639,77 @@ class ArtifactWriter:
         self._done.update(keys)
 
     def finish(self) -> bool:
-        """Fold the part files into the main file; mark it complete if every key is done."""
+        """Fold the part files into the artifact; mark it complete if every key is done.
+
+        The first fold writes the main file whole. A later one (a resumed run) writes only the new
+        items, as one immutable segment in ``OUT.h5.segments/``, and rewrites the main file as
+        metadata over the segments (the earlier main file becomes the first segment by a hard link),
+        so its cost is in proportion to the items it adds. Past ``MAX_SEGMENTS`` it folds everything
+        into one file again."""
         parts = sorted(self.parts.glob("*.h5")) if self.parts.is_dir() else []
         if not parts and self.path.exists():
             with h5py.File(self.path, "r") as f:
                 self._folded = len(f["keys"]) if "keys" in f else 0
                 if bool(f.attrs.get("zodi_complete", False)) or not self.complete:
                     return bool(f.attrs.get("zodi_complete", False))
-        sources: dict[str, _Source] = {}
-        if self.path.exists():
-            with h5py.File(self.path, "r") as f:
-                for i, k in enumerate(f["keys"][()]):
-                    sources[k.decode() if isinstance(k, bytes) else k] = _Source(self.path, i, False)
+        held, segments = self._main_contents()
+        new: dict[str, _Source] = {}
         for p in parts:
             with h5py.File(p, "r") as f:
                 for j, k in enumerate(f["keys"][()]):
-                    sources[k.decode() if isinstance(k, bytes) else k] = _Source(p, j, True)
-        self.meta["complete"] = set(self.keys) <= set(sources)
+                    k = k.decode() if isinstance(k, bytes) else k
+                    if k not in held:         # a kill after the last fold, before its parts were removed
+                        new[k] = _Source(p, j, True)
+        done = set(held) | set(new)
+        self.meta["complete"] = set(self.keys) <= done
         # counted from the files, not from _done: a signal may land between a part's rename and its bookkeeping
-        self._folded = len(sources)
-        write_consolidated(self.path, self.meta, sources, self.compression)
+        self._folded = len(done)
+        if not held or max(len(segments), 1) + 1 > MAX_SEGMENTS or not self._fold_as_segment(segments, new):
+            write_consolidated(self.path, self.meta, {**{k: _Source(self.path, i, False) for i, k in enumerate(held)}, **new},
+                               self.compression)
+        self._remove_unread_segments()
         if self.parts.is_dir():
             shutil.rmtree(self.parts)
         return self.meta["complete"]
+
+    # -- segments -------------------------------------------------------------------------------
+    def _main_contents(self) -> tuple[list[str], list[Path]]:
+        """The main file's keys (in row order) and the segments it reads."""
+        if not self.path.exists():
+            return [], []
+        with h5py.File(self.path, "r") as f:
+            keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][()]] if "keys" in f else []
+        return keys, reads(self.path)
+
+    def _fold_as_segment(self, segments: list[Path], new: dict[str, _Source]) -> bool:
+        """Write ``new`` as one more segment and the main file as metadata over all of them."""
+        self.segments.mkdir(exist_ok=True)
+        seq = max((int(p.stem.split("-")[-1]) for p in self.segments.glob("segment-*.h5")), default=-1) + 1
+        if not segments:                          # the main file holds rows itself: it becomes segment 0
+            first = self.segments / f"segment-{seq:06d}.h5"
+            try:
+                os.link(self.path, first)
+            except OSError:                       # a filesystem without hard links: copy it once
+                with atomic_path(first) as tmp:
+                    shutil.copyfile(self.path, tmp)
+            segments, seq = [first], seq + 1
+        if new:
+            segment = self.segments / f"segment-{seq:06d}.h5"
+            write_consolidated(segment, {**self.meta, "complete": False}, new, self.compression)
+            segments = [*segments, segment]
+        if write_virtual(self.path, self.meta, segments):
+            return True
+        if new:                                   # fields changed shape between runs: fold it all instead
+            segment.unlink()
+        return False
+
+    def _remove_unread_segments(self) -> None:
+        """Segments the main file no longer reads (after a full fold, or written by a killed fold)."""
+        if not self.segments.is_dir():
+            return
+        keep = {p.name for p in self._main_contents()[1] if p.parent == self.segments}
+        for p in self.segments.iterdir():
+            if p.name not in keep:
+                p.unlink()
+        if not keep:
+            self.segments.rmdir()
