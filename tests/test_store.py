@@ -364,3 +364,27 @@ def test_rows_that_change_shape_between_runs_make_a_ragged_field(tmp_path):
     assert [a.get("x", k)[0, 0] for k in a.keys] == [0.0, 1.0, 2.0]
     with h5py.File(out) as f:
         assert f["x"].attrs["ragged"] and f["x/00000001"].is_virtual
+
+
+def test_fields_are_compressed_by_kind_and_read_back_exactly(tmp_path):
+    """gzip (readable by plain h5py and h5ls) for label maps, images and float16 maps; latents raw.
+    Rows are compressed once, in the batch's part, and the fold copies the stored chunks."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 19, (2, 8, 16)).repeat(8, 1).repeat(8, 2).astype(np.uint8)       # blocky, (64, 128)
+    rows = {"labels": list(labels), "images": list(rng.integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)),
+            "confidence": list(rng.random((2, 64, 128)).astype(np.float16)),
+            "latents": list(rng.standard_normal((2, 4, 8, 16)).astype(np.float16))}
+    with ArtifactWriter(tmp_path / "c.h5", "test", {}, {}, ["a", "b"]) as w:
+        w.write(["a", "b"], rows)
+    with h5py.File(tmp_path / "c.h5") as f:
+        got = {name: (f[name].compression, f[name].compression_opts, f[name].shuffle, f[name].chunks) for name in rows}
+        assert got == {"labels": ("gzip", 6, False, (1, 64, 128)), "images": ("gzip", 1, False, (1, 64, 128, 3)),
+                       "confidence": ("gzip", 1, True, (1, 64, 128)), "latents": (None, None, False, (1, 4, 8, 16))}
+        assert f["labels"].id.get_storage_size() < 0.05 * labels.nbytes
+        for name, values in rows.items():
+            assert np.array_equal(f[name][()], np.stack(values)) and f[name].fletcher32
+    with ArtifactWriter(tmp_path / "raw.h5", "test", {}, {}, ["a", "b"], compress=False) as w:
+        w.write(["a", "b"], rows)
+    assert same_contents(tmp_path / "c.h5", tmp_path / "raw.h5")
+    with h5py.File(tmp_path / "raw.h5") as f:
+        assert f["labels"].compression is None and f["labels"].id.get_storage_size() >= labels.nbytes
