@@ -304,6 +304,37 @@ def test_sd_unet_input_is_the_authors_add_noise(env):
     assert not torch.equal(seen[0], z0)
 
 
+def test_sd_unet_condition_is_the_authors_prompt_and_time_embedding(env):
+    """MADM's ClipFeatureProject (same_cond_params): the UNet sees e = tanh(α_u)⊙e_∅ + tanh(α_c)⊙p,
+    and its time embedding plus tanh(α_τ)⊙τ; at initialisation α ~ U(0, 1), α_τ = 0 (the time term
+    starts at zero, its gradient does not)."""
+    from zodicli.seg.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("sd_unet", sd_model=str(env / "tiny/sd")).train()
+    assert 0 <= m.alpha_cond.min() and m.alpha_cond.max() < 1 and m.alpha_cond.shape == m.empty.shape
+    assert not m.alpha_time.any() and 0 < m.prompt.std() < 0.03 and m.prompt.abs().max() <= 2
+    with torch.no_grad():
+        m.alpha_time.fill_(0.5)
+    seen = {}
+    m.unet.register_forward_pre_hook(lambda mod, args, kw: seen.update(e=kw["encoder_hidden_states"]), with_kwargs=True)
+    m.unet.up_blocks[0].resnets[0].register_forward_pre_hook(lambda mod, args: seen.update(temb=args[1]))
+    m(torch.randn(2, 3, 32, 64))
+    a_u, a_c = m.alpha_uncond.detach().numpy(), m.alpha_cond.detach().numpy()
+    expected_e = np.tanh(a_u) * m.empty.numpy() + np.tanh(a_c) * m.prompt.detach().numpy()
+    assert seen["e"].shape[0] == 2 and np.allclose(seen["e"][1].detach().numpy(), expected_e[0], atol=1e-6)
+    with torch.no_grad():                     # the UNet's own time embedding at t = 0, called without hooks
+        own = m.unet.time_embedding.forward(m.unet.time_proj(torch.zeros(1)).to(m.unet.dtype))
+    expected_t = own.numpy() + np.tanh(0.5) * m.time_offset.detach().numpy()
+    assert np.allclose(seen["temb"][0].detach().numpy(), expected_t[0], atol=1e-6)
+    with torch.no_grad():
+        m.alpha_time.zero_()
+    m.zero_grad()
+    m(torch.randn(2, 3, 32, 64))["logits"].sum().backward()
+    assert m.alpha_time.grad.abs().sum() > 0 and not m.time_offset.grad.any()
+    assert m.alpha_cond.grad.abs().sum() > 0 and m.prompt.grad.abs().sum() > 0
+
+
 def test_dplg_schedule_and_checks(cli, env, tmp_path):
     from zodicli.pipeline.pseudolabel import dplg_timestep
     from zodicli.seg.train import TrainConfig, train

@@ -3,7 +3,10 @@
     z0 = s·VAE.encode(x) (posterior mean; VAE frozen; s the VAE's scaling factor, SD's 0.18215)
     z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε_fixed  (t = 0 in training, DPLG's t when labelling; ε_fixed: one N(0, I)
                                           tensor, seed 42, resized bicubically to the latent size)
-    o = UNet(z_t, t, e),  e = e_∅ + tanh(g)·p   (a learned prompt p gated onto the empty prompt e_∅)
+    o = UNet(z_t, t, e, τ),  e = tanh(α_u)⊙e_∅ + tanh(α_c)⊙p  (e_∅ the empty prompt's embedding; a
+                             learned prompt p ~ N(0, 0.02²) truncated; per-element gates α_u, α_c ~ U(0, 1))
+                             with tanh(α_τ)⊙τ added to the UNet's time embedding (α_τ = 0, τ ~ N(0, 0.02²)):
+                             the authors' ClipFeatureProject with same_cond_params, one set for both modalities
     features: the last layer of up blocks 1, 2, 3 (SD: 1280 @1/32, 640 @1/16, 320 @1/8), via hooks
     palette image: VAE.decode(o), detached (no gradient reaches the UNet through it), full resolution
     head: DAFormer-style embeddings of the three levels at 1/8, joined at 1/4 with a stride-4 stem of
@@ -37,8 +40,13 @@ class SDUNetSegmenter(nn.Module):
         self.scale = stack.vae_scale
         self.register_buffer("alphas", stack.alphas_cumprod.float(), persistent=False)
         self.register_buffer("empty", stack.text([""]).detach().clone(), persistent=False)
-        self.prompt = nn.Parameter(torch.zeros_like(self.empty))
-        self.gate = nn.Parameter(torch.zeros(1))
+        self.prompt = nn.Parameter(nn.init.trunc_normal_(torch.zeros_like(self.empty), std=0.02))
+        self.alpha_cond = nn.Parameter(torch.rand_like(self.empty))
+        self.alpha_uncond = nn.Parameter(torch.rand_like(self.empty))
+        time_dim = self.unet.time_embedding.linear_2.out_features
+        self.time_offset = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, time_dim), std=0.02))
+        self.alpha_time = nn.Parameter(torch.zeros(time_dim))
+        self._time_hook = self.unet.time_embedding.register_forward_hook(self._add_time_offset)
         gen = torch.Generator().manual_seed(42)
         self.register_buffer("fixed_noise", torch.randn(1, self.unet.config.in_channels, 64, 64, generator=gen), persistent=False)
         self.dplg_t = 0
@@ -62,6 +70,15 @@ class SDUNetSegmenter(nn.Module):
         for m in self.unet.modules():
             m._forward_hooks.clear()
         self._rec = FeatureRecorder(self.unet, self._names, detach=False)
+        self._time_hook = self.unet.time_embedding.register_forward_hook(self._add_time_offset)
+
+    def _add_time_offset(self, module, args, emb):
+        """The learned time embedding: tanh(α_τ)⊙τ added to the UNet's own, (N, D)."""
+        return emb + (torch.tanh(self.alpha_time) * self.time_offset).to(emb.dtype)
+
+    def condition(self) -> torch.Tensor:
+        """e = tanh(α_u)⊙e_∅ + tanh(α_c)⊙p, (1, L, D)."""
+        return torch.tanh(self.alpha_uncond) * self.empty + torch.tanh(self.alpha_cond) * self.prompt
 
     def set_dplg_timestep(self, t: int) -> None:
         """DPLG: predict on z_t built with the fixed noise at timestep t (0: on z0 itself)."""
@@ -79,7 +96,7 @@ class SDUNetSegmenter(nn.Module):
         noise = self.fixed_noise if self.fixed_noise.shape[-2:] == z.shape[-2:] else \
             F.interpolate(self.fixed_noise, size=z.shape[-2:], mode="bicubic", align_corners=False)
         z = math.sqrt(a) * z + math.sqrt(1 - a) * noise
-        emb = (self.empty + torch.tanh(self.gate) * self.prompt).expand(z.shape[0], -1, -1)
+        emb = self.condition().expand(z.shape[0], -1, -1)
         self._rec.active, self._rec.store = True, {}
         try:
             out = self.unet(z, torch.full((z.shape[0],), t, device=z.device), encoder_hidden_states=emb).sample
