@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from zodicli.data import classsets
 from zodicli.data.images import write_png
@@ -143,3 +144,34 @@ def test_union_spec_joins_datasets_and_refuses_shared_keys(toy_env):
     assert np.array_equal(both.image(k), fog.image(k)) and np.array_equal(both.label(k), fog.label(k))
     with pytest.raises(InputError, match="share the key"):
         open_dataset("toy:clear:val+toy:clear:val")
+
+
+def test_toy_thermal_is_a_grey_sensor_of_temperatures_that_the_default_city_lacks(tmp_path, monkeypatch):
+    """The thermal condition: one channel replicated, people warmer than vegetation warmer than the
+    sky, low contrast; exact labels through the folder reader; its own scenes; a city made without it
+    names the command that adds it."""
+    from zodicli.data.toy import PERSON, SKY, VEGETATION, make_toy
+
+    make_toy(tmp_path / "city", n_train=6, n_val=3, seed=0, conditions=("clear", "thermal"))
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(tmp_path / "city"))
+    ds = open_dataset("toy:thermal:train")
+    assert len(ds.keys()) == 6 and len(open_dataset("toy:thermal:val").keys()) == 3
+    means = {PERSON: [], VEGETATION: [], SKY: []}
+    spread = []
+    for k in ds.keys():
+        img, ids = ds.image(k), np.array(Image.open(tmp_path / "city/thermal/train/labels" / f"{k}.png"))
+        assert img.shape == (128, 256, 3) and (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+        for cls in means:
+            if (ids == cls).sum() > 20:
+                means[cls].append(img[..., 0][ids == cls].mean())
+        spread.append(np.percentile(img, 99) - np.percentile(img, 1))
+        assert set(np.unique(ds.label(k))) - {255} <= set(range(19))
+    person, veg, sky = (np.mean(means[c]) for c in (PERSON, VEGETATION, SKY))
+    assert person > veg + 40 and veg > sky + 20, (person, veg, sky)
+    assert np.mean(spread) < 200                              # a narrow dynamic range, not the full 0..255
+    clear = open_dataset("toy:clear:train")
+    assert not np.array_equal(ds.label(ds.keys()[0]), clear.label(clear.keys()[0]))    # its own scenes
+    make_toy(tmp_path / "plain", n_train=2, n_val=1, seed=0)
+    monkeypatch.setenv("ZODI_TOY_ROOT", str(tmp_path / "plain"))
+    with pytest.raises(InputError, match=r"has no thermal images.*--conditions clear,thermal"):
+        open_dataset("toy:thermal:val")

@@ -78,7 +78,8 @@ def check(spec, data_root, full, json_output):
 @click.option("--width", default=256, show_default=True, type=click.IntRange(min=64))
 @click.option("--height", default=128, show_default=True, type=click.IntRange(min=32))
 @click.option("--conditions", default="clear,fog,night,rain,snow", show_default=True,
-              help="Comma-separated; each keeps its own scenes whatever the others are.")
+              help="Comma-separated, of clear, fog, night, rain, snow and thermal (an infrared-like sensor); "
+                   "each keeps its own scenes whatever the others are.")
 def make_toy(out, n_train, n_val, seed, width, height, conditions):
     """Generate the toy city: clear scenes in the Cityscapes layout, fog/night/rain/snow in ACDC's."""
     from ..data.toy import make_toy as make

@@ -26,7 +26,8 @@ EGO = 1
 CAM_H = 1.6
 FAR = 1000.0
 
-CONDITIONS = ("clear", "fog", "night", "rain", "snow")
+CONDITIONS = ("clear", "fog", "night", "rain", "snow", "thermal")   # the order fixes each one's seed stream
+WEATHER = CONDITIONS[:5]                                             # the default city's
 
 
 @dataclass
@@ -299,8 +300,9 @@ def scene_rng(seed: int, domain: int, split: int, index: int) -> np.random.Gener
 
 
 def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int = 256, height: int = 128,
-             conditions=CONDITIONS, progress=None) -> dict:
-    """Write the toy city under ``out``: ``cityscapes/`` (clear) and ``acdc/`` (other styles).
+             conditions=WEATHER, progress=None) -> dict:
+    """Write the toy city under ``out``: ``cityscapes/`` (clear), ``acdc/`` (the other weathers) and
+    ``thermal/<split>/{images,labels}/`` (the infrared-like sensor, a plain folder pair).
 
     Each condition has its own scenes, as real target sets do: a seed stream per condition of
     ``CONDITIONS``, so a city of fewer conditions holds the same images for those. Returns the
@@ -335,6 +337,10 @@ def make_toy(out, n_train: int = 200, n_val: int = 50, seed: int = 0, width: int
                     gt = out / "cityscapes/gtFine" / split / city
                     write_png(gt / f"{stem}_gtFine_labelIds.png", scene.label)
                     write_png(gt / f"{stem}_gtFine_color.png", colors[scene.label])
+                elif cond == "thermal":
+                    stem = f"thermal_{si:02d}_{i:06d}"
+                    write_png(out / "thermal" / split / "images" / f"{stem}.png", img)
+                    write_png(out / "thermal" / split / "labels" / f"{stem}.png", scene.label)
                 else:
                     seq = f"GOPR{di:02d}{si:02d}"
                     stem = f"{seq}_frame_{i:06d}"

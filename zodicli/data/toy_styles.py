@@ -1,11 +1,13 @@
-"""Weather styles of the toy city. Each changes what surfaces look like, not only their colour:
+"""Styles of the toy city. Each changes what surfaces look like, not only their colour:
 fog hides things with distance, night leaves only lit things visible, rain wets and streaks,
-snow covers upward surfaces. A segmenter trained on clear scenes falls apart on all four."""
+snow covers upward surfaces. A segmenter trained on clear scenes falls apart on all four.
+``thermal`` is another sensor: what a long-wave infrared camera would see."""
 from __future__ import annotations
 
 import numpy as np
 
-from .toy import ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION, Scene
+from .toy import (BICYCLE, BUILDING, BUS, CAR, EGO, FENCE, LIGHT, PERSON, POLE, RIDER, ROAD, SIDEWALK, SIGN, SKY,
+                  TERRAIN, TRUCK, VEGETATION, WALL, Scene)
 
 STYLES = {}
 
@@ -143,3 +145,33 @@ def snow(scene: Scene, rng) -> np.ndarray:
     flakes |= np.roll(flakes, 1, axis=1) & (rng.random((h, w)) < 0.5)
     img[flakes] = 0.97
     return img + rng.normal(0, 0.01, img.shape)
+
+
+# Apparent temperature of each class on a mild day, 0 (cold sky) to 1 (skin): sun-warmed asphalt,
+# cool vegetation, warm people and engines.
+TEMPERATURE = {SKY: 0.02, ROAD: 0.46, SIDEWALK: 0.42, BUILDING: 0.36, WALL: 0.34, FENCE: 0.3, POLE: 0.3, LIGHT: 0.42,
+               SIGN: 0.3, VEGETATION: 0.22, TERRAIN: 0.32, PERSON: 0.92, RIDER: 0.88, CAR: 0.6, TRUCK: 0.62,
+               BUS: 0.62, BICYCLE: 0.34, EGO: 0.58}
+
+
+@register("thermal")
+def thermal(scene: Scene, rng) -> np.ndarray:
+    """A long-wave infrared rendering: intensity from each class's temperature, not its colour;
+    engines and lamps hot, windows a little warmer than their walls, the far field pulled toward
+    the air's temperature, low contrast, optical blur, column-wise fixed-pattern and temporal
+    noise; one channel replicated to three."""
+    h, w = scene.label.shape
+    t = np.full((h, w), 0.35, np.float32)
+    for label, temp in TEMPERATURE.items():
+        t[scene.label == label] = temp
+    t += (scene.albedo.mean(axis=2) - 0.5) * 0.08                       # emissivity follows the surface a little
+    t[scene.windows & (scene.label == BUILDING)] += 0.05
+    t += _glow(h, w, scene.lights, {"head", "tail", "lamp"}, 1.2, 2.0)[..., 0] * 0.35
+    air = rng.uniform(0.3, 0.4)
+    near = np.exp(-0.008 * np.minimum(scene.depth, 300))                  # the far field fades toward the air,
+    near[scene.label == SKY] = 1.0                                        # the clear sky stays cold
+    t = t * near + air * (1 - near)
+    t = 0.5 + (t - t.mean()) * rng.uniform(0.55, 0.7)                    # a narrow dynamic range
+    t = _blur(t[..., None], 1)[..., 0]
+    t += rng.normal(0, 0.01, (1, w)) + rng.normal(0, 0.02, (h, w))      # column pattern, then temporal noise
+    return np.repeat(t[..., None], 3, axis=2)

@@ -1,6 +1,6 @@
-"""The toy city as a dataset: ``toy:clear|fog|night|rain|snow[:train|val]``.
+"""The toy city as a dataset: ``toy:clear|fog|night|rain|snow|thermal[:train|val]``.
 
-Read through the real Cityscapes (clear) and ACDC (other conditions) readers from
+Read through the real Cityscapes (clear), ACDC (other weathers) and folder (thermal) readers from
 ``ZODI_TOY_ROOT`` or ``<data root>/toy``; made there with default sizes on first use."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import InputError
 from .registry import REGISTRY, data_root as base_root, register, split_arg
 from .toy import CONDITIONS, make_toy
 
@@ -35,8 +36,9 @@ def _make_default(root: Path) -> None:
             raise
 
 
-@register("toy", folder="toy", usage="toy:clear|fog|night|rain|snow[:train|val]",
-          layout="toy/toy.json, toy/cityscapes/... (clear) and toy/acdc/... (fog, night, rain, snow)")
+@register("toy", folder="toy", usage="toy:clear|fog|night|rain|snow|thermal[:train|val]",
+          layout="toy/toy.json, toy/cityscapes/... (clear), toy/acdc/... (fog, night, rain, snow), "
+                 "toy/thermal/<split>/{images,labels}/ (thermal)")
 def toy(args, data_root=None, dtype=None, **_):
     cond = split_arg(args, 0, "clear", CONDITIONS, dtype)
     split = split_arg(args, 1, "train", ("train", "val"), dtype)
@@ -45,6 +47,12 @@ def toy(args, data_root=None, dtype=None, **_):
         _make_default(root)
     if cond == "clear":
         ds = REGISTRY["cityscapes"].factory([split], dtype=REGISTRY["cityscapes"], root=root / "cityscapes")
+    elif cond == "thermal":
+        folder = root / "thermal" / split
+        if not folder.is_dir():
+            raise InputError(f"the toy city in {root} has no thermal images",
+                             f"make one that has: zodi datasets make-toy --out {root} --conditions clear,thermal")
+        ds = REGISTRY["folder"].factory([str(folder / "images"), str(folder / "labels"), "labelid"], dtype=REGISTRY["folder"])
     else:
         ds = REGISTRY["acdc"].factory([cond, split], dtype=REGISTRY["acdc"], root=root / "acdc")
     return ds
