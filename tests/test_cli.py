@@ -35,6 +35,43 @@ def test_every_help_answers_without_importing_torch():
         assert name in out
 
 
+def _leaf_commands():
+    import importlib
+
+    import click
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+    for name, (module, _) in COMMANDS.items():
+        yield from walk(importlib.import_module(module).command, [name])
+
+
+def test_every_option_has_help_and_train_seg_groups_its_options_by_purpose(cli):
+    import click
+
+    bare = [(" ".join(path), p.opts[0]) for path, cmd in _leaf_commands() for p in cmd.params
+            if isinstance(p, click.Option) and not p.help]
+    assert bare == []
+    every = {p.name for _, cmd in _leaf_commands() for p in cmd.params}
+    for path, cmd in _leaf_commands():
+        for names in getattr(cmd, "SECTIONS", {}).values():      # a misspelt name would leave its option in "Other"
+            assert set(names) <= every, (path, set(names) - every)
+    code, out, _ = cli("train-seg", "--help")
+    heads = [line.rstrip(":") for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert heads == ["Inputs", "Model", "Method", "Schedule", "Performance", "Output", "Other"]
+    import re
+
+    flags = [m[1] for m in (re.match(r"  (?:-\w, )?(--[\w-]+)", line) for line in out.splitlines()) if m]
+    from zodicli.commands.train_seg import command as train_seg
+
+    assert sorted(flags) == sorted({p.opts[0] for p in train_seg.params} | {"--help"})      # each option once, none lost
+    assert "deeplabv3plus_r101" in out and "segformer_b5" in out and "sd_unet" not in out.split("--pretrained")[0]
+
+
 @pytest.fixture
 def baseline_preds(cli, toy_env, tmp_path):
     model, preds = tmp_path / "bl.npz", tmp_path / "p.h5"
@@ -216,9 +253,12 @@ def test_presets_ship_inside_the_package_and_python_m_works(tmp_path):
     r = subprocess.run([sys.executable, "-m", "zodicli", "models", "list", "--json"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert {"sd15", "sd14", "sd21-base", "controlnet-seg"} <= {row["name"] for row in json.loads(r.stdout)}
+    listed = json.loads(r.stdout)
+    assert {"sd15", "sd14", "sd21-base", "controlnet-seg"} <= {row["name"] for row in listed["diffusion"]}
     from zodicli import presets
+    from zodicli.seg.models import model_names
 
+    assert {row["name"] for row in listed["segmenters"]} == set(model_names())    # catalogued = registered
     assert presets.domains()["fog"] == {"prompt": "driving in fog", "strength": 0.6, "steps": 20}
 
 

@@ -311,13 +311,14 @@ def test_a_preset_falls_back_to_its_hub_repository(cli, env, tmp_path, monkeypat
     monkeypatch.setenv("ZODI_PRESETS", str(presets))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     code, out, _ = cli("models", "list", "--json")
-    assert code == 0 and json.loads(out)[0]["found"] is False
+    assert code == 0 and json.loads(out)["diffusion"][0]["found"] is False
     code, _, err = cli("translate", "--src", "toy:clear:val", "--prompt", "fog", "--model", "mini", "--controlnet", "none",
                        "--out", tmp_path / "x.h5")
     assert code == 1 and "preset 'mini' is not at" in err and f"hf download zodi-test/tiny-sd --local-dir {env / 'not-here'}" in err
     _hub_cache(tmp_path / "hub", "zodi-test/tiny-sd", env / "tiny/sd", "3" * 40)
     code, out, _ = cli("models", "list", "--json")
-    assert json.loads(out)[0]["found"] is True and json.loads(out)[0]["path"].endswith("3" * 40)
+    row = json.loads(out)["diffusion"][0]
+    assert row["found"] is True and row["path"].endswith("3" * 40)
 
 
 def test_guidance_interval_skips_the_unconditional_rows_outside_it(cli, env, tmp_path, monkeypatch):

@@ -33,6 +33,25 @@ def _check_yaml_value(path, param: click.Parameter, v) -> None:
             raise InputError(f"config file {path}: '{key}' must be an integer, not {v!r}", f"e.g. {key}: {int(v) if isinstance(v, float) else 1}")
 
 
+def sectioned(sections: dict[str, tuple[str, ...]]) -> type[click.Command]:
+    """A command class whose ``--help`` lists options under these headings, in this order (by
+    parameter name); options not named are listed last, under "Other"."""
+
+    class Sectioned(click.Command):
+        SECTIONS = sections
+
+        def format_options(self, ctx, formatter):
+            records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+            for title, names in [*sections.items(), ("Other", tuple(n for n in records if not any(
+                    n in names_ for names_ in sections.values())))]:
+                rows = [records[n] for n in names if records.get(n)]
+                if rows:
+                    with formatter.section(title):
+                        formatter.write_dl(rows)
+
+    return Sectioned
+
+
 def config_option(f):
     return click.option(
         "--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=True,

@@ -35,7 +35,8 @@ def fit(train_spec, out, data_root, allow_partial, json_output, config):
 @click.option("--model", required=True, type=click.Path(dir_okay=False), help="Model file from 'zodi baseline fit'.")
 @click.option("--src", required=True, help="Images to segment, e.g. toy:fog:val or h5:translated.h5.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output artifact (preds, confidence).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Items per batch of loading and writing.")
 @data_root_option
 @shard_option
 @overwrite_option

@@ -74,9 +74,9 @@ def check(spec, data_root, full, json_output):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (cityscapes/ and acdc/ layouts).")
 @click.option("--n-train", default=200, show_default=True, type=click.IntRange(min=1), help="Train images per condition.")
 @click.option("--n-val", default=50, show_default=True, type=click.IntRange(min=1), help="Val images per condition.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--width", default=256, show_default=True, type=click.IntRange(min=64))
-@click.option("--height", default=128, show_default=True, type=click.IntRange(min=32))
+@click.option("--seed", default=0, show_default=True, type=int, help="City seed: another seed draws other scenes.")
+@click.option("--width", default=256, show_default=True, type=click.IntRange(min=64), help="Image width in pixels.")
+@click.option("--height", default=128, show_default=True, type=click.IntRange(min=32), help="Image height in pixels.")
 @click.option("--conditions", default="clear,fog,night,rain,snow", show_default=True,
               help="Comma-separated, of clear, fog, night, rain, snow and thermal (an infrared-like sensor); "
                    "each keeps its own scenes whatever the others are.")

@@ -28,9 +28,11 @@ def default_report_dir(pred: str) -> Path:
 @click.option("--stride", default=None, type=SIZE, help="Sliding-window stride HxW [default: 2/3 of the window].")
 @click.option("--flip", is_flag=True, help="With --checkpoint: average with the horizontally flipped image.")
 @click.option("--features", default=None, help="With a diff_fusion checkpoint: the dataset's cached features (h5:FILE).")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True)
-@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call (with --checkpoint).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]),
+              help="Autocast precision of the model (with --checkpoint).")
 @shard_option
 @overwrite_option
 @click.option("--classes", default="cityscapes19", show_default=True,

@@ -19,23 +19,26 @@ def _ints(ctx, param, value):
 
 @click.command("extract-features")
 @click.option("--src", required=True, help="Dataset or h5:FILE of images (labels are kept when present).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output artifact (.h5).")
 @click.option("--model", default="sd21-base", show_default=True, help="Stable Diffusion preset, folder or file (DIFF: 2.1-base).")
-@click.option("--model-config", default=None)
+@click.option("--model-config", default=None, help="Diffusers folder with the configs of a single-file --model.")
 @click.option("--blocks", default="diff", show_default=True,
               help="diff (all up-block resnets and transformers), madm (last layer of up blocks 1-3) or names/regexes.")
 @click.option("--timesteps", default=None, callback=_ints, help="Feature timesteps [default: 91,52,30,22,18,14,11,7,3].")
 @click.option("--inversion-timesteps", default=None, callback=_ints, help="Ascending inversion list, <= 160 [default: 37 steps].")
 @click.option("--prompt", default="", show_default=True, help="Text condition of the UNet (DIFF: empty).")
 @click.option("--eta", default=1.0, show_default=True, type=float, help="Noise of the stochastic inversion (0: DDIM).")
-@click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8))
-@click.option("--size", default=None, type=SIZE)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8),
+              help="Resize so the short side has this many pixels (multiples of 64 are kept).")
+@click.option("--size", default=None, type=SIZE, help="Resize every image to HxW instead (e.g. 512x1024).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each item's noise comes from (seed, key).")
 @click.option("--max-size", default="100G", show_default=True, type=BYTES,
               help="Refuse to start when the projected output is larger (SD 2.1's DIFF features: 481 MiB per 512x1024 image).")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--compute-batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Items per batch of loading and writing.")
+@click.option("--compute-batch", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Rows per UNet call (fixed, padded: results do not depend on --batch-size).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               help="Weights' precision; auto: fp16 on CUDA, fp32 on the CPU (recorded resolved).")
 @per_item_options

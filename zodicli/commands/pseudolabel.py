@@ -12,7 +12,8 @@ from ._types import SIZE, float_list
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="train-seg checkpoint.")
 @click.option("--src", required=True, help="Target images, e.g. acdc:fog:train.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pseudo-label artifact (OUT.raw.h5 holds pass 1).")
-@click.option("--class-top-p", default=None, type=float, help="Keep each class's most confident share p of pixels (CBST); others ignore.")
+@click.option("--class-top-p", default=None, type=float,
+              help="Keep each class's most confident share p of pixels (CBST); others ignore.")
 @click.option("--weight-threshold", default=0.968, show_default=True, type=float, help="Confidence counted by the DACS weight.")
 @click.option("--save-probs", is_flag=True, help="Also store per-class probabilities (float16) in OUT.raw.h5.")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
@@ -22,9 +23,10 @@ from ._types import SIZE, float_list
 @click.option("--dplg-t0", default=60, show_default=True, type=int, help="t0 (depth: 60; infrared, event: 50).")
 @click.option("--dplg-total", default=5000, show_default=True, type=int, help="E (depth: 5000; infrared, event: 8000).")
 @click.option("--dplg-iter", default=0, show_default=True, type=int, help="Training iteration i the labels are made at.")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True)
-@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Images per model call.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]),
+              help="Autocast precision of the model.")
 @per_item_options
 def command(checkpoint, src, out, class_top_p, weight_threshold, save_probs, flip, scales, size, dplg, dplg_t0, dplg_total,
             dplg_iter, batch_size, device, amp, data_root, shard, overwrite, allow_partial, json_output, config):

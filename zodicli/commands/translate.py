@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ._diffusion import diffusion_options, per_item_options, run
+from ._diffusion import SECTIONS, diffusion_options, per_item_options, run
+from ._options import sectioned
 
 
 def _interval(value):
@@ -19,7 +20,7 @@ def _interval(value):
     return lo, hi
 
 
-@click.command("translate")
+@click.command("translate", cls=sectioned(SECTIONS))
 @diffusion_options
 @click.option("--exact-timestep", is_flag=True, help="Encode at the first kept timestep (the paper's code encodes at int(γ·T)).")
 @click.option("--skip", default=0, show_default=True, type=click.IntRange(min=0), help="ddpm inversions: steps to skip when editing.")

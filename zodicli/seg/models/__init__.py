@@ -15,6 +15,11 @@ NEEDS: dict[str, str] = {}        # models that need more than an image to build
 
 
 def register_model(name: str, needs: str | None = None):
+    from .catalog import SEGMENTERS
+
+    if name not in SEGMENTERS:
+        raise KeyError(f"segmenter {name!r} is not described in seg/models/catalog.py")
+
     def deco(fn):
         MODELS[name] = fn
         if needs:
