@@ -201,10 +201,135 @@ def train(cfg: TrainConfig, settings: dict | None = None, log=print) -> dict:
         return _train(cfg, settings, log)
 
 
+@dataclass
+class _Run:
+    """What one run holds, built by :func:`_setup`: the loop steps it, logs it and checkpoints it."""
+
+    cfg: TrainConfig
+    settings: dict | None
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype | None
+    trainset: torch.utils.data.Dataset
+    target: object                            # the unlabelled target dataset, or None
+    epoch_iters: int
+    trainee: Trainee
+    teacher: object                           # OnlineTeacher with --online-pl, else None
+    params: list                              # what the optimiser updates (and --grad-clip clips)
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    model_extra: dict                         # model-specific settings, saved with the weights
+    inputs: dict                              # input fingerprints
+    start: int = 0
+    best: dict = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def state(self, it_done: int) -> dict:
+        """Everything a checkpoint holds: weights, optimiser, RNGs and the run's provenance."""
+        cfg, ident = self.cfg, identity(self.cfg)
+        return {
+            "model": self.trainee.model.state_dict(), "trainee": self.trainee.state_dict(), "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(), "iteration": it_done, "best": dict(self.best), "settings": ident,
+            "settings_hash": settings_hash(ident), "all_settings": self.settings or asdict(cfg), "inputs": self.inputs,
+            "model_config": {"name": cfg.model, "num_classes": 19, "output_stride": cfg.output_stride, **self.model_extra},
+            "classes": "cityscapes19", "versions": _versions(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
+            **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {}),
+        }
+
+
 def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
-    from ..data.registry import open_dataset
+    run = _setup(cfg, settings)
+    _resume(run, log)
+    out, rank, world = run.out, run.rank, run.world
+    if rank == 0:
+        _truncate_log(out / "metrics.jsonl", run.start)
+    if run.start >= cfg.iters:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+        return {"out": str(out), "iteration": run.start, "best": run.best, "resumed": True, "done": 0, "world_size": world}
+    net = run.trainee
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(run.trainee, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    loader = torch.utils.data.DataLoader(
+        run.trainset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
+        sampler=PositionSampler(run.start * cfg.batch_size * world, (cfg.iters - run.start) * cfg.batch_size, rank, world),
+        generator=torch.Generator().manual_seed(cfg.seed),   # keeps the global RNG untouched
+        pin_memory=run.device.type == "cuda", persistent_workers=False)
+
+    # last.pt is written one step late: only once the next step's loss is finite is a state known to
+    # be healthy (a huge but finite update shows only then), so a diverging run never leaves a
+    # checkpoint that fails at once on resume.
+    last = out / "last.pt"
+    pending, saved_at = None, run.start
+
+    def commit(state: dict) -> None:
+        nonlocal saved_at
+        save_checkpoint(last, state)
+        saved_at = state["iteration"]
+
+    log_ = _MetricsLog(out / "metrics.jsonl", cfg) if rank == 0 else None
+    bar = _bar(cfg.iters, run.start) if rank == 0 else None
+    it, in_step = run.start, False
+    with deferred_stop() as stop:
+        try:
+            for batch in loader:
+                in_step = True
+                if log_ is not None:
+                    log_.data_ready()
+                lr = _set_lr(run, it)
+                loss, parts = _losses(cfg, net, run.trainee, {k: _to(v, run.device) for k, v in batch.items()},
+                                      run.target, it, run.dtype, run.device, run.teacher)
+                if not _all_finite(loss, world):
+                    raise _diverged(cfg, loss, it, last, saved_at)
+                if pending is not None and rank == 0:
+                    commit(pending)
+                pending = None
+                _update(run, loss, it)
+                it += 1
+                if rank == 0:
+                    bar.update(1)
+                    log_.step_done(it, lr, loss, parts)
+                if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iters):
+                    _evaluate_and_select(run, it, log_)
+                if rank == 0 and it == cfg.iters:
+                    if not _finite_weights(run.trainee):
+                        raise _diverged(cfg, None, it, last, saved_at)
+                    commit(run.state(it))
+                elif rank == 0 and it % cfg.ckpt_every == 0:
+                    pending = _detached(run.state(it))
+                if world > 1:
+                    torch.distributed.barrier()
+                in_step = False
+                if stop.requested:
+                    raise stop.exception()
+        except BaseException as e:
+            # Stopped between steps (Ctrl-C, SIGTERM, a loader worker killed): keep the progress made.
+            stopped = isinstance(e, KeyboardInterrupt) or (stop.requested and isinstance(e, RuntimeError))
+            if rank == 0 and stopped and not in_step and it > saved_at and _finite_weights(run.trainee):
+                commit(run.state(it))
+                log(f"stopped at iteration {it}; saved {last}")
+            if stop.requested and not isinstance(e, KeyboardInterrupt):
+                raise stop.exception() from e
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if log_ is not None:
+                log_.close()
+            if world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    return {"out": str(out), "iteration": it, "best": run.best, "resumed": run.start > 0, "done": it - run.start,
+            "world_size": world}
+
+
+def _setup(cfg: TrainConfig, settings: dict | None) -> _Run:
+    """The device (and DDP process group), the data, the model, its optimiser and the inputs' fingerprints."""
     from ..runtime import amp_dtype, choose_device, resolve_amp, set_deterministic
-    from .models import build_model
 
     rank, world, local = _ddp_env()
     device = choose_device(cfg.device)
@@ -218,31 +343,44 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sim_w = (0.1 if cfg.synth else 0.0) if cfg.sim_weight is None else cfg.sim_weight
-    dtype = amp_dtype(cfg.amp)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    data = _data(cfg)
+    epoch_iters = math.ceil(len(data["source"]) / (cfg.batch_size * world))
 
-    # Data ---------------------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    trainee, teacher = _model(cfg, data["model_extra"], device)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+           if cfg.optimizer == "sgd" else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
+    dtype = amp_dtype(cfg.amp)
+    return _Run(cfg=cfg, settings=settings, rank=rank, world=world, device=device, dtype=dtype, trainset=data["trainset"],
+                target=data["target"], epoch_iters=epoch_iters, trainee=trainee, teacher=teacher, params=params, opt=opt,
+                scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+                model_extra=data["model_extra"], inputs=_inputs(cfg, data),
+                best={"score": -1.0, "iteration": None,
+                      "selection": "oracle (target val)" if cfg.select_on == "target" else "source val"})
+
+
+def _data(cfg: TrainConfig) -> dict:
+    """The datasets a run reads and the training set built from them; a feature backbone's channels."""
+    from ..data.registry import open_dataset
+    from ..store import Artifact
+
     source = open_dataset(cfg.source, cfg.data_root, cfg.allow_partial)
     synth = [open_dataset(s if s.startswith("h5:") else f"h5:{s}", cfg.data_root, cfg.allow_partial) for s in cfg.synth]
-    pseudo, target = None, None
+    pseudo, target, features, extra = None, None, None, {}
     if cfg.target_pl:
-        from ..store import Artifact
-
         pseudo = Artifact(cfg.target_pl.removeprefix("h5:"), allow_partial=cfg.allow_partial)
         if not (pseudo.has("preds") and pseudo.has("confidence")):
             raise InputError(f"{pseudo.path} lacks 'preds' and 'confidence'", "pass an artifact from 'zodi pseudolabel'")
         target = open_dataset(cfg.target or pseudo.meta["settings"].get("src", ""), cfg.data_root, cfg.allow_partial)
     elif cfg.target:
         target = open_dataset(cfg.target, cfg.data_root, cfg.allow_partial)
-    extra, features = {}, None
     if cfg.backbone == "sd-unet":
         extra = {"sd_model": cfg.sd_model}
     elif cfg.backbone == "diff-online":
         extra = {"sd_model": cfg.sd_model, "widths": list(cfg.fusion_widths) if cfg.fusion_widths else None}
     if cfg.backbone and cfg.backbone.startswith("features:"):
-        from ..store import Artifact
         from .data import FeatureSet
 
         features = Artifact(cfg.backbone.removeprefix("features:").removeprefix("h5:"), allow_partial=cfg.allow_partial)
@@ -251,12 +389,17 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
                  "widths": list(cfg.fusion_widths) if cfg.fusion_widths else None}
     else:
         aug = Augment(resize=cfg.resize, crop=cfg.crop, photometric=cfg.photometric)
-        trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, out,
+        trainset = TrainSet(source, aug, cfg.seed, synth, target, pseudo, cfg.pl_threshold, cfg.rcs_temperature, Path(cfg.out),
                             cfg.cache_mb)
-    epoch_iters = math.ceil(len(source) / (cfg.batch_size * world))
+    return {"source": source, "synth": synth, "target": target, "pseudo": pseudo, "features": features,
+            "trainset": trainset, "model_extra": extra}
 
-    # Model, optimiser, resume -------------------------------------------------------------------
-    torch.manual_seed(cfg.seed)
+
+def _model(cfg: TrainConfig, extra: dict, device: torch.device) -> tuple[Trainee, object]:
+    """The segmenter (from --init-from's weights when given), the adversarial discriminator, and the
+    online teacher; convolutions follow the weights' layout (NHWC or NCHW), which loaded states keep."""
+    from .models import build_model
+
     model = build_model(cfg.model, num_classes=19, output_stride=cfg.output_stride, pretrained=cfg.pretrained, **extra)
     if cfg.init_from:
         init = load_checkpoint(cfg.init_from)
@@ -264,169 +407,124 @@ def _train(cfg: TrainConfig, settings: dict | None, log) -> dict:
             raise InputError(f"{cfg.init_from} holds a {init['model_config']['name']} (output stride "
                              f"{init['model_config'].get('output_stride')}), not {cfg.model}", "pass --model to match it")
         model.load_state_dict(init["model"])
-    feat_ch = _feature_channels(model) if cfg.adv_weight else 0
-    inputs_fp = {"features": features.meta["fingerprint"]} if features is not None else {}
-    # convolutions follow the weights' layout (NHWC or NCHW); loaded states keep it
+    disc = DomainDiscriminator(_feature_channels(model)) if cfg.adv_weight else None
     layout = torch.channels_last if cfg.channels_last else torch.preserve_format
-    trainee = Trainee(model, DomainDiscriminator(feat_ch) if cfg.adv_weight else None).to(device, memory_format=layout)
+    trainee = Trainee(model, disc).to(device, memory_format=layout)
     teacher = None
     if cfg.online_pl:
         from .self_training import OnlineTeacher
 
         dplg = (cfg.dplg_t0, cfg.dplg_total) if cfg.dplg_t0 is not None else None
         teacher = OnlineTeacher(trainee.model, cfg.ema_decay, cfg.pl_threshold, dplg)
-    params = [p for p in trainee.parameters() if p.requires_grad]
-    opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-           if cfg.optimizer == "sgd" else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    ident = identity(cfg)
-    if cfg.sd_model:                            # the diffusion weights are an input like the data
+    return trainee, teacher
+
+
+def _inputs(cfg: TrainConfig, data: dict) -> dict:
+    """Fingerprints of everything the run reads; the diffusion weights are an input like the data."""
+    inputs = {"source": data["source"].fingerprint(), **{f"synth{i}": s.fingerprint() for i, s in enumerate(data["synth"])}}
+    if data["target"] is not None:
+        inputs["target"] = data["target"].fingerprint()
+    if data["pseudo"] is not None:
+        inputs["target_pl"] = data["pseudo"].meta["fingerprint"]
+    if data["features"] is not None:
+        inputs["features"] = data["features"].meta["fingerprint"]
+    if cfg.sd_model:
         from ..diffusion.models import resolve
         from ..store.fingerprint import tree_fingerprint
 
-        inputs_fp["sd_model"] = f"{cfg.sd_model}@{tree_fingerprint(resolve(cfg.sd_model)[0])}"
-    inputs = {"source": source.fingerprint(), **{f"synth{i}": s.fingerprint() for i, s in enumerate(synth)},
-              **({"target": target.fingerprint()} if target else {}), **({"target_pl": pseudo.meta["fingerprint"]} if pseudo else {}),
-              **inputs_fp}
-    start, best = 0, {"score": -1.0, "iteration": None, "selection": "oracle (target val)" if cfg.select_on == "target" else "source val"}
-    last = out / "last.pt"
-    if last.exists() and not cfg.overwrite:
-        state = load_checkpoint(last)
-        diff = diff_settings(state["settings"], ident)
-        old_inputs = state.get("inputs") or {}
-        changed = sorted(k for k in set(old_inputs) | set(inputs) if old_inputs.get(k) != inputs.get(k))
-        if diff or changed:
-            raise ConflictError(f"{last} comes from a run with other settings or data: "
-                                + "; ".join(diff + ([f"inputs changed: {', '.join(changed)}"] if changed else [])),
-                                "pass --overwrite to start over, or choose another --out")
-        trainee.load_state_dict(state["trainee"])
-        if teacher is not None:
-            teacher.load_state_dict(state["teacher"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        set_numpy_rng_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        start, best = state["iteration"], state["best"]
-        log(f"resuming {out} at iteration {start}/{cfg.iters}")
-    elif cfg.overwrite:
-        for p in (last, out / "best.pt", out / "metrics.jsonl"):
+        inputs["sd_model"] = f"{cfg.sd_model}@{tree_fingerprint(resolve(cfg.sd_model)[0])}"
+    return inputs
+
+
+def _resume(run: _Run, log) -> None:
+    """Load OUT/last.pt when it holds this run (same settings and inputs), else start over (--overwrite)."""
+    cfg, last = run.cfg, run.out / "last.pt"
+    if cfg.overwrite:
+        for p in (last, run.out / "best.pt", run.out / "metrics.jsonl"):
             p.unlink(missing_ok=True)
-    if rank == 0:
-        _truncate_log(out / "metrics.jsonl", start)
-    net = trainee
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None)
-    if start >= cfg.iters:
-        if world > 1:
-            torch.distributed.destroy_process_group()
-        return {"out": str(out), "iteration": start, "best": best, "resumed": True, "done": 0, "world_size": world}
+        return
+    if not last.exists():
+        return
+    state = load_checkpoint(last)
+    diff = diff_settings(state["settings"], identity(cfg))
+    old_inputs = state.get("inputs") or {}
+    changed = sorted(k for k in set(old_inputs) | set(run.inputs) if old_inputs.get(k) != run.inputs.get(k))
+    if diff or changed:
+        raise ConflictError(f"{last} comes from a run with other settings or data: "
+                            + "; ".join(diff + ([f"inputs changed: {', '.join(changed)}"] if changed else [])),
+                            "pass --overwrite to start over, or choose another --out")
+    run.trainee.load_state_dict(state["trainee"])
+    if run.teacher is not None:
+        run.teacher.load_state_dict(state["teacher"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    set_numpy_rng_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    run.start, run.best = state["iteration"], state["best"]
+    log(f"resuming {run.out} at iteration {run.start}/{cfg.iters}")
 
-    loader = torch.utils.data.DataLoader(
-        trainset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
-        sampler=PositionSampler(start * cfg.batch_size * world, (cfg.iters - start) * cfg.batch_size, rank, world),
-        generator=torch.Generator().manual_seed(cfg.seed),   # keeps the global RNG untouched
-        pin_memory=device.type == "cuda", persistent_workers=False)
 
-    # Loop ---------------------------------------------------------------------------------------
-    def state_at(it_done: int) -> dict:
-        return {
-            "model": trainee.model.state_dict(), "trainee": trainee.state_dict(), "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(), "iteration": it_done, "best": dict(best), "settings": ident,
-            "settings_hash": settings_hash(ident), "all_settings": settings or asdict(cfg), "inputs": inputs,
-            "model_config": {"name": cfg.model, "num_classes": 19, "output_stride": cfg.output_stride, **extra},
-            "classes": "cityscapes19", "versions": _versions(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
-            **({"teacher": teacher.state_dict()} if teacher is not None else {}),
-        }
+def _set_lr(run: _Run, it: int) -> float:
+    lr = lr_at(run.cfg, it, run.epoch_iters)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    return lr
 
-    # last.pt is written one step late: only once the next step's loss is finite is a state known to
-    # be healthy (a huge but finite update shows only then), so a diverging run never leaves a
-    # checkpoint that fails at once on resume.
-    pending, saved_at = None, start
 
-    def commit(state: dict) -> None:
-        nonlocal saved_at
-        save_checkpoint(last, state)
-        saved_at = state["iteration"]
+def _update(run: _Run, loss: torch.Tensor, it: int) -> None:
+    """Backward, optional clipping, the optimiser step, then the EMA teacher."""
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.grad_clip:
+        run.scaler.unscale_(run.opt)
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    if run.teacher is not None:
+        run.teacher.update(run.trainee.model, it)
 
-    metrics_file = open_append(out / "metrics.jsonl") if rank == 0 else None
-    bar = _bar(cfg.iters, start) if rank == 0 else None
-    wait, busy, t_mark = 0.0, 0.0, time.perf_counter()
-    it, in_step = start, False
-    with deferred_stop() as stop:
-        try:
-            for batch in loader:
-                in_step = True
-                t_data = time.perf_counter()
-                wait += t_data - t_mark
-                lr = lr_at(cfg, it, epoch_iters)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                b = {k: _to(v, device) for k, v in batch.items()}
-                loss, parts = _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device, teacher)
-                if not _all_finite(loss, world):
-                    raise _diverged(cfg, loss, it, last, saved_at)
-                if pending is not None and rank == 0:
-                    commit(pending)
-                pending = None
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if teacher is not None:
-                    teacher.update(trainee.model, it)
-                it += 1
-                t_mark = time.perf_counter()
-                busy += t_mark - t_data
-                if rank == 0:
-                    bar.update(1)
-                    if it % cfg.log_every == 0 or it == cfg.iters:
-                        rec = {"iter": it, "lr": lr, "loss": loss.item(), **{k_: v.item() for k_, v in parts.items()},
-                               "sec_per_iter": (wait + busy) / cfg.log_every, "data_wait_share": wait / max(wait + busy, 1e-9)}
-                        metrics_file.write(json.dumps(rec) + "\n")
-                        metrics_file.flush()
-                        wait = busy = 0.0
-                if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iters):
-                    scores = _evaluate(cfg, trainee.model, device, dtype, rank, world)
-                    if rank == 0:
-                        metrics_file.write(json.dumps({"iter": it, "eval": scores}) + "\n")
-                        metrics_file.flush()
-                        key = "target_val" if cfg.select_on == "target" else "val"
-                        if key in scores and scores[key]["miou"] > best["score"]:
-                            best.update(score=scores[key]["miou"], iteration=it)
-                            save_checkpoint(out / "best.pt", state_at(it))
-                if rank == 0 and it == cfg.iters:
-                    if not _finite_weights(trainee):
-                        raise _diverged(cfg, None, it, last, saved_at)
-                    commit(state_at(it))
-                elif rank == 0 and it % cfg.ckpt_every == 0:
-                    pending = _detached(state_at(it))
-                if world > 1:
-                    torch.distributed.barrier()
-                in_step = False
-                if stop.requested:
-                    raise stop.exception()
-        except BaseException as e:
-            # Stopped between steps (Ctrl-C, SIGTERM, a loader worker killed): keep the progress made.
-            stopped = isinstance(e, KeyboardInterrupt) or (stop.requested and isinstance(e, RuntimeError))
-            if rank == 0 and stopped and not in_step and it > saved_at and _finite_weights(trainee):
-                commit(state_at(it))
-                log(f"stopped at iteration {it}; saved {last}")
-            if stop.requested and not isinstance(e, KeyboardInterrupt):
-                raise stop.exception() from e
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            if metrics_file:
-                metrics_file.close()
-            if world > 1 and torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-    return {"out": str(out), "iteration": it, "best": best, "resumed": start > 0, "done": it - start, "world_size": world}
+
+def _evaluate_and_select(run: _Run, it: int, log_) -> None:
+    """Score --val (and --target-val); keep OUT/best.pt on the selection split's best mIoU."""
+    scores = _evaluate(run.cfg, run.trainee.model, run.device, run.dtype, run.rank, run.world)
+    if run.rank != 0:
+        return
+    log_.write({"iter": it, "eval": scores})
+    key = "target_val" if run.cfg.select_on == "target" else "val"
+    if key in scores and scores[key]["miou"] > run.best["score"]:
+        run.best.update(score=scores[key]["miou"], iteration=it)
+        save_checkpoint(run.out / "best.pt", run.state(it))
+
+
+class _MetricsLog:
+    """OUT/metrics.jsonl: a record every --log-every steps, with the step time and the share of it
+    spent waiting for data."""
+
+    def __init__(self, path: Path, cfg: TrainConfig):
+        self.file, self.every, self.iters = open_append(path), cfg.log_every, cfg.iters
+        self.wait = self.busy = 0.0
+        self.mark = self.ready = time.perf_counter()
+
+    def data_ready(self) -> None:
+        self.ready = time.perf_counter()
+        self.wait += self.ready - self.mark
+
+    def step_done(self, it: int, lr: float, loss, parts: dict) -> None:
+        self.mark = time.perf_counter()
+        self.busy += self.mark - self.ready
+        if it % self.every == 0 or it == self.iters:
+            total = self.wait + self.busy
+            self.write({"iter": it, "lr": lr, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                        "sec_per_iter": total / self.every, "data_wait_share": self.wait / max(total, 1e-9)})
+            self.wait = self.busy = 0.0
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _class_mix_at(cfg, b, it, pl):
@@ -435,8 +533,9 @@ def _class_mix_at(cfg, b, it, pl):
     return class_mix(b["src"], b["lbl"], b["tgt"], pl, mix_rng)
 
 
-def _losses(cfg, net, trainee, b, target, it, sim_w, dtype, device, teacher=None):
+def _losses(cfg, net, trainee, b, target, it, dtype, device, teacher=None):
     """One step's forward pass: (total loss, its named parts)."""
+    sim_w = (0.1 if cfg.synth else 0.0) if cfg.sim_weight is None else cfg.sim_weight
     inputs_ = [b["src"]] + ([b["syn"]] if "syn" in b else [])
     mixed = None
     if teacher is not None:                     # online self-training: the student sees the mixed image only
