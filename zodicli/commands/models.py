@@ -88,7 +88,7 @@ def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt
 
     import torch
 
-    from ..diffusion.toy_train import train_toy as run
+    from ..diffusion.toy_train import ToyTrainConfig, train_toy as run
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -98,5 +98,8 @@ def train_toy(out, vae_steps, steps, minutes, batch_size, corpus_per_style, ckpt
             with open(log_file, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
-    res = run(out, vae_steps, steps, minutes, batch_size, corpus_per_style, seed, ckpt_every, init_from, log, offset_noise, decoder_steps, rare_class, unet_from, focus, class_weight)
+    res = run(ToyTrainConfig(out=out, vae_steps=vae_steps, steps=steps, minutes=minutes, batch_size=batch_size,
+                             corpus_per_style=corpus_per_style, seed=seed, ckpt_every=ckpt_every, init_from=init_from,
+                             offset_noise=offset_noise, decoder_steps=decoder_steps, rare_class=rare_class,
+                             unet_from=unet_from, focus=focus, class_weight=class_weight), log)
     click.echo(f"{res['out']}: stage {res['stage']}, step {res['step']}; --model {out}/sd --controlnet {out}/controlnet")

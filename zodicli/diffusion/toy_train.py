@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -317,11 +318,29 @@ def _finetune_decoder(vae, x_all, state, steps, batch_size, seed, deadline, ckpt
     vae.requires_grad_(False)
 
 
-def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | None = None, batch_size: int = 16,
-              corpus_per_style: int = 300, seed: int = 0, ckpt_every: int = 100, init_from=None, log=print,
-              offset_noise: float = OFFSET_NOISE, decoder_steps: int = 0, rare_class: float | None = None,
-              unet_from=None, focus: str | None = None, class_weight: float | None = None) -> dict:
-    """Train (or continue training) the toy stack; stops after ``minutes`` if given. Returns progress.
+@dataclass
+class ToyTrainConfig:
+    """Settings of :func:`train_toy` (``zodi models train-toy``); its docstring explains each."""
+
+    out: str
+    vae_steps: int = 700
+    steps: int = 20000
+    minutes: float | None = None
+    batch_size: int = 16
+    corpus_per_style: int = 300
+    seed: int = 0
+    ckpt_every: int = 100
+    init_from: str | None = None
+    offset_noise: float = OFFSET_NOISE
+    decoder_steps: int = 0
+    rare_class: float | None = None
+    unet_from: str | None = None
+    focus: str | None = None
+    class_weight: float | None = None
+
+
+def train_toy(cfg: ToyTrainConfig, log=print) -> dict:
+    """Train (or continue training) the toy stack in ``cfg.out``; stops after ``cfg.minutes`` if given. Returns progress.
 
     ``init_from``: a folder with exported ``sd/`` and ``controlnet/`` to start stage 2 from, when
     ``out`` holds no state yet (the committed model has no optimiser state). ``offset_noise``: the
@@ -340,26 +359,26 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
     from ..data.classsets import load
     from .tiny import make_tiny
 
-    if focus:
-        _parse_focus(focus)                                     # a bad spec fails before the corpus is built
+    if cfg.focus:
+        _parse_focus(cfg.focus)                                     # a bad spec fails before the corpus is built
     hf_logging.disable_progress_bar()
     torch.set_flush_denormal(True)         # softmax and SiLU tails otherwise hit slow denormal arithmetic (-15 % step time)
-    out = Path(out)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "text" / "sd").exists():
-        make_tiny(out / "text", seed=seed)                      # the initial tiny CLIP and its tokenizer
-    images, labels, captions = _corpus(out / "corpus", corpus_per_style, seed + 1000)
+        make_tiny(out / "text", seed=cfg.seed)                      # the initial tiny CLIP and its tokenizer
+    images, labels, captions = _corpus(out / "corpus", cfg.corpus_per_style, cfg.seed + 1000)
     tok, text, vae, unet, cn = _models(out / "text")
     state_path = out / "state.pt"
     if state_path.exists():
         state = load_state(state_path, "toy-model training state")
-    elif init_from is not None:
-        scale = _load_exported(Path(init_from), vae, unet, cn, text)
-        steps_file, history = Path(init_from) / "STEPS", Path(init_from) / "TRAINING.json"
+    elif cfg.init_from is not None:
+        scale = _load_exported(Path(cfg.init_from), vae, unet, cn, text)
+        steps_file, history = Path(cfg.init_from) / "STEPS", Path(cfg.init_from) / "TRAINING.json"
         state = {"stage": "unet", "step": int(steps_file.read_text()) if steps_file.exists() else 0,
                  "vae": vae.state_dict(), "unet": unet.state_dict(), "cn": cn.state_dict(), "text": text.state_dict(), "scale": scale,
-                 "init_from": str(init_from), **(json.loads(history.read_text()) if history.exists() else {})}
-        log(f"starting from {init_from} at UNet step {state['step']} (fresh optimiser)")
+                 "init_from": str(cfg.init_from), **(json.loads(history.read_text()) if history.exists() else {})}
+        log(f"starting from {cfg.init_from} at UNet step {state['step']} (fresh optimiser)")
     else:
         state = {"stage": "vae", "step": 0}
     if "vae" in state:
@@ -371,7 +390,7 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         cn.load_state_dict(state["cn"])
     if "text" in state:
         text.load_state_dict(state["text"])
-    deadline = time.time() + minutes * 60 if minutes else None
+    deadline = time.time() + cfg.minutes * 60 if cfg.minutes else None
     palette = torch.tensor(load("cityscapes19").colors, dtype=torch.float32)
     lut = torch.zeros(256, 3)
     lut[:19] = palette / 255
@@ -395,14 +414,15 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
 
     # Stage 1: the VAE ---------------------------------------------------------------------------
     if state["stage"] == "vae":
-        _train_vae(vae, x_all, state, vae_steps, batch_size, seed, deadline, ckpt_every, checkpoint, log)
+        _train_vae(vae, x_all, state, cfg.vae_steps, cfg.batch_size, cfg.seed, deadline, cfg.ckpt_every, checkpoint, log)
 
     # Stage 1b: the decoder alone, on whole images -----------------------------------------------
-    if state["stage"] == "unet" and state.get("decoder_step", 0) < decoder_steps:
-        _finetune_decoder(vae, x_all, state, decoder_steps, batch_size, seed, deadline, ckpt_every, checkpoint, log)
+    if state["stage"] == "unet" and state.get("decoder_step", 0) < cfg.decoder_steps:
+        _finetune_decoder(vae, x_all, state, cfg.decoder_steps, cfg.batch_size, cfg.seed, deadline, cfg.ckpt_every,
+                          checkpoint, log)
 
     # Stage 2: UNet + ControlNet -----------------------------------------------------------------
-    if state["stage"] == "unet" and state["step"] < steps and not (deadline and time.time() > deadline):
+    if state["stage"] == "unet" and state["step"] < cfg.steps and not (deadline and time.time() > deadline):
         from diffusers import DDPMScheduler
 
         from .tiny import SD15_SCHEDULER
@@ -413,12 +433,12 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
         state.setdefault("text_from", state.get("opt_from", state["step"]))   # (and before the text model trained)
         if "offset_noise_from" in state:                        # (states that knew only the default std)
             state["offset_noise"] = [[state.pop("offset_noise_from"), OFFSET_NOISE]]
-        _from_now_on(state, "offset_noise", offset_noise)
-        temperature = _from_now_on(state, "rare_class", rare_class, none=0)
+        _from_now_on(state, "offset_noise", cfg.offset_noise)
+        temperature = _from_now_on(state, "rare_class", cfg.rare_class, none=0)
         rcs = _rare_class_table(labels, temperature) if temperature else None
-        spec = _from_now_on(state, "focus", focus, none="")
+        spec = _from_now_on(state, "focus", cfg.focus, none="")
         focused = _focus_scenes(labels, captions, spec) if spec else None
-        power = _from_now_on(state, "class_weight", class_weight, none=0)
+        power = _from_now_on(state, "class_weight", cfg.class_weight, none=0)
         w_all = _class_weights(labels, power) if power else None
         if w_all is not None:   # each image's weights averaging 1, so its loss keeps its scale
             w_all = w_all / w_all.mean(dim=(2, 3), keepdim=True)
@@ -441,33 +461,34 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
             vae.register_to_config(scaling_factor=state["scale"])
             log(f"latent scaling factor {state['scale']:.4f}")
         z_all = z_all * state["scale"]
-        if unet_from is not None and state["step"] == 0 and "unet_from" not in state:
-            _start_from(Path(unet_from), vae, x_all, z_all, unet, cn, text, log)
-            state["unet_from"] = str(unet_from)
+        if cfg.unet_from is not None and state["step"] == 0 and "unet_from" not in state:
+            _start_from(Path(cfg.unet_from), vae, x_all, z_all, unet, cn, text, log)
+            state["unet_from"] = str(cfg.unet_from)
             for k, p in named:                                  # (in place: ema_list holds these tensors)
                 ema[k].copy_(p.detach())
-        while state["step"] < steps and not (deadline and time.time() > deadline):
+        while state["step"] < cfg.steps and not (deadline and time.time() > deadline):
             done = state["step"] - state.get("opt_from", 0) + 1  # steps of this optimiser, this one included
             for group in opt.param_groups:                      # linear warm-up over 200 steps
                 group["lr"] = 5e-4 * min(1.0, done / 200)
-            rng, gen = _step_rng(seed, "unet", state["step"])
-            idx = rng.integers(0, len(z_all), batch_size)
+            rng, gen = _step_rng(cfg.seed, "unet", state["step"])
+            idx = rng.integers(0, len(z_all), cfg.batch_size)
             if rcs is not None:     # half the batch: scenes holding a class drawn by rarity (small classes, few trucks)
-                for i in range(batch_size // 2):
+                for i in range(cfg.batch_size // 2):
                     scenes = rcs[1][rng.choice(len(rcs[0]), p=rcs[0])]
                     idx[i] = scenes[rng.integers(len(scenes))]
             if focused is not None:     # the next quarter: images of one style holding the classes it loses
-                idx[batch_size // 2:batch_size // 2 + batch_size // 4] = rng.choice(focused, batch_size // 4)
+                idx[cfg.batch_size // 2:cfg.batch_size // 2 + cfg.batch_size // 4] = rng.choice(focused, cfg.batch_size // 4)
             idx = torch.from_numpy(idx)
             z0, ctrl = z_all[idx], c_all[idx]
             ids = cap_ids[idx].clone()
-            ids[torch.from_numpy(rng.random(batch_size) < 0.1)] = cap_index[""]
+            ids[torch.from_numpy(rng.random(cfg.batch_size) < 0.1)] = cap_index[""]
             emb = text(tokens.input_ids)[0][ids]                 # the six captions, with gradients
             # Offset noise (Guttenberg 2023): ε plus a per-image, per-channel constant. Plain ε leaves each
             # latent channel's mean (the image's brightness and tint) readable in z_t even at t = 999,
             # so the style was always known without the caption and the UNet learnt to ignore it.
-            noise = torch.randn(z0.shape, generator=gen) + offset_noise * torch.randn(batch_size, z0.shape[1], 1, 1, generator=gen)
-            t = torch.randint(0, 1000, (batch_size,), generator=gen)
+            noise = torch.randn(z0.shape, generator=gen) + cfg.offset_noise * torch.randn(cfg.batch_size, z0.shape[1], 1, 1,
+                                                                                             generator=gen)
+            t = torch.randint(0, 1000, (cfg.batch_size,), generator=gen)
             zt = sched.add_noise(z0, noise, t)
             down, mid = cn(zt, t, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
             pred = unet(zt, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
@@ -488,8 +509,8 @@ def train_toy(out, vae_steps: int = 700, steps: int = 20000, minutes: float | No
                 torch._foreach_lerp_(ema_list, [p.detach() for p in params], 1 - min(0.999, (1 + done) / (10 + done)))
             state["loss"] = 0.98 * state.get("loss", loss.item()) + 0.02 * loss.item()
             if state["step"] % 50 == 0:
-                log(f"unet step {state['step']}/{steps}: min-SNR noise loss (EMA) {state['loss']:.4f}")
-            if state["step"] % ckpt_every == 0:
+                log(f"unet step {state['step']}/{cfg.steps}: min-SNR noise loss (EMA) {state['loss']:.4f}")
+            if state["step"] % cfg.ckpt_every == 0:
                 state["opt"] = opt.state_dict()
                 checkpoint()
         state["opt"] = opt.state_dict()
