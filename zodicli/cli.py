@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("zodicli.commands.evaluate", "Score predictions against ground truth (mIoU, accuracies, confusion matrix)."),
     "invert": ("zodicli.commands.invert", "Invert source images into diffusion latents (ZoDi, edit-friendly DDPM, DDIM)."),
     "translate": ("zodicli.commands.translate", "Translate source images to a target domain, keeping their layout (ZoDi, SGG)."),
+    "finetune": ("zodicli.commands.finetune", "Adapt the diffusion model to K target images with a LoRA adapter (personalisation)."),
     "extract-features": ("zodicli.commands.extract_features", "Cache diffusion-UNet features per item (DIFF), grouped by stride."),
     "pseudolabel": ("zodicli.commands.pseudolabel", "Pseudo-label a target set from a checkpoint (class thresholds, DACS weights)."),
     "train-seg": ("zodicli.commands.train_seg", "Train a segmenter: source-only, ZoDi adaptation, self-training, adversarial."),

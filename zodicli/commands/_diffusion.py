@@ -9,7 +9,8 @@ from ._types import SIZE
 
 # --help headings of translate and invert (by parameter name; what a command lacks is skipped)
 SECTIONS = {
-    "Inputs": ("src", "model", "revision", "controlnet", "model_config", "segmenter", "data_root", "allow_partial", "config"),
+    "Inputs": ("src", "model", "revision", "controlnet", "model_config", "lora", "lora_scale", "segmenter", "data_root",
+               "allow_partial", "config"),
     "Method": ("method", "domain", "prompt", "prompt_suffix", "negative_prompt", "strength", "steps", "guidance_scale",
                "guidance_interval", "eta", "palette", "control_scale", "exact_timestep", "skip", "label_guidance",
                "sgg_scale", "seed"),
@@ -46,6 +47,9 @@ DIFFUSION_OPTIONS = [
                  help="Label colours for ControlNet: cityscapes-full (all 34 label ids, as gtFine_color.png: ZoDi's code; "
                       "the default where the source has label ids), cityscapes (19 train ids, the default elsewhere), "
                       "ade20k (ControlNet-seg's training palette)."),
+    click.option("--lora", default=None, type=click.Path(exists=True, file_okay=False),
+                 help="A 'zodi finetune' adapter folder: the UNet with the target's look bound to its prompt."),
+    click.option("--lora-scale", default=1.0, show_default=True, type=float, help="Strength of --lora (0: the base model)."),
     click.option("--control-scale", default=1.0, show_default=True, type=float,
                  help="ControlNet conditioning scale (how strongly the layout binds)."),
     click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8),

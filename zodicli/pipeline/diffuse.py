@@ -57,6 +57,8 @@ class DiffusionSettings:
     segmenter: str | None = None
     sgg_scale: float = 1.0
     guidance_interval: tuple[int, int] | None = None   # CFG only for lo <= t <= hi (translate)
+    lora: str | None = None                  # a 'zodi finetune' adapter folder, applied to the UNet
+    lora_scale: float = 1.0
     preview: int = 0
     seed: int = 0
     batch_size: int = 1
@@ -134,8 +136,15 @@ def _stack(s: DiffusionSettings, need_control: bool):
         set_deterministic()
     if s.dtype == "fp16" and dev.type == "cpu":
         raise InputError("--dtype fp16 on the CPU", "use fp32 or bf16 on the CPU")
-    return load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config,
-                      s.vae_tiling, s.compute_batch, s.control_scale, s.revision)
+    stack = load_stack(s.model, s.controlnet if need_control else None, dev, _dtype(s.dtype), s.model_config,
+                       s.vae_tiling, s.compute_batch, s.control_scale, s.revision)
+    if s.lora:
+        from ..diffusion.lora import load_lora, read_card
+
+        read_card(s.lora)                       # an unfinished adapter is one line before anything is hashed
+        load_lora(stack.unet, s.lora, s.lora_scale, _model_inputs(s, False)["model"])
+        stack.unet.to(stack.device, stack.dtype)
+    return stack
 
 
 def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
@@ -160,6 +169,10 @@ def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
         out["controlnet"] = fp("controlnet", s.controlnet, pipeline=False) if s.controlnet else ""
     if s.segmenter and s.label_guidance == "sgg":
         out["segmenter"] = f"{s.segmenter}@{file_fingerprint(s.segmenter)}"
+    if s.lora:
+        from ..diffusion.lora import WEIGHTS
+
+        out["lora"] = f"{s.lora}@{file_fingerprint(Path(s.lora) / WEIGHTS)}"
     return out
 
 
