@@ -51,7 +51,7 @@ def library_versions() -> dict:
     import platform
 
     out = {"python": platform.python_version(), "zodi": __version__}
-    for pkg in ("numpy", "h5py", "torch", "diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub", "pillow"):
+    for pkg in ("numpy", "h5py", "torch", "diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub", "peft", "pillow"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
