@@ -13,7 +13,7 @@ SEEDS   ?= 1
 JOBS    ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test wheel-smoke smoke-full demo bench clean toy-model toy-check table-zodi table-madm table-diff
+.PHONY: install test wheel-smoke smoke-full demo methods bench clean toy-model toy-check table-zodi table-madm table-diff
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ wheel-smoke:
 
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/demo/run.sh $(DEMO) "$(SEEDS)"
+
+# Methods beside the baselines that isolate them, on the toy city (recipes/methods/run.sh; SEEDS="1 2 3").
+methods: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH bash recipes/methods/run.sh runs/methods "$(SEEDS)"
 
 # The toy diffusion model behind the demo: retrain (hours on 2 CPU cores, over sittings; resumable), or check it.
 toy-model: $(STAMP)

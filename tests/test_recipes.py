@@ -86,6 +86,24 @@ def test_demo_runs_and_a_second_run_reuses_everything(tmp_path):
     assert (tmp_path / "demo/toy.txt.done").exists() and (tmp_path / "demo/model.stamp").read_text() != "another model\n"
 
 
+def test_methods_runs_its_personalisation_rows_on_thermal(tmp_path):
+    env = {"ITERS": "4", "N_TRAIN": "12", "N_VAL": "4", "FT_STEPS": "2", "KS": "1 2"}
+    out = run("bash", "recipes/methods/run.sh", tmp_path / "m", "1", env_extra=env)
+    metrics = json.loads((tmp_path / "m/metrics.json").read_text())
+    rows = ["source-only", "zodi-prompt", "zodi-lora-1", "zodi-lora-2", "oracle"]
+    assert [r["method"] for r in metrics["results"]] == rows
+    for r in metrics["results"]:
+        assert r["condition"] == "thermal" and r["seed"] == 1 and 0 <= r["miou"] <= 100
+        assert r["miou"] == json.loads((tmp_path / f"m/seed1/{r['method']}/metrics-thermal.json").read_text())["miou"]
+    assert metrics["settings"]["finetune"]["lora-2"]["num_images"] == 2
+    assert (tmp_path / "m/table.md").read_text() in out
+    from zodicli.store import Artifact
+
+    with Artifact(tmp_path / "m/synth/zodi-lora-2-train.h5") as a:
+        assert a.meta["inputs"]["lora"].startswith(f"{tmp_path / 'm/lora-2'}@") and len(a) == 12
+    assert run("bash", "recipes/methods/run.sh", tmp_path / "m", "1", env_extra=env) == out     # all cached
+
+
 def test_demo_table_means_and_gap():
     spec = importlib.util.spec_from_file_location("demo_report", ROOT / "recipes/demo/report.py")
     report = importlib.util.module_from_spec(spec)

@@ -30,22 +30,8 @@ fi
 echo "$stamp" > "$OUT/model.stamp"
 
 # step OUTPUT zodi ARGS...: run once; stdout goes to OUTPUT (written whole), progress to OUTPUT.log.
-step() {
-  local out=$1 t0=$SECONDS; shift
-  [ -f "$out.done" ] && [ "$(cat "$out.done")" = "$*" ] && return 0
-  mkdir -p "$(dirname "$out")"
-  "$@" > "$out.tmp" 2> "$out.log" || { local rc=$?; tail -n 5 "$out.log" >&2; echo "demo: failed ($rc): $*" >&2; return $rc; }
-  mv "$out.tmp" "$out" && echo "$*" > "$out.done"
-  echo "demo: $(( SECONDS - t0 )) s  ${out#"$OUT"/}" >&2
-}
-
-# pair FUNCTION ARG...: FUNCTION ARG for every ARG at once; fails when one fails.
-pair() {
-  local f=$1 pids=() rc=0 p; shift
-  for a in "$@"; do "$f" "$a" & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
-  return $rc
-}
+NAME=demo
+source "$(dirname "$0")/../lib.sh"
 
 translations() {   # DOMAIN: the clear train and val images in that domain's style
   for split in train val; do
