@@ -93,3 +93,24 @@ def test_translate_with_lora_scale_0_is_the_base_model_and_records_the_adapter(c
     (tmp_path / "half").mkdir()
     code, _, err = cli("translate", *TR, "--lora", tmp_path / "half", "--out", tmp_path / "y.h5")
     assert code == 1 and "is not a finished zodi adapter" in err
+
+
+def test_an_adapter_of_attention_and_convolutions_round_trips_through_its_file(models):
+    """--targets attention+conv adds LoRA to the ResNet convolutions too; saving and loading keeps every
+    one of its weights (the UNet's output with the loaded adapter equals the trained one's)."""
+    from zodicli.diffusion.lora import add_lora, lora_state, set_lora_state
+    from zodicli.diffusion.models import load_stack
+
+    torch.manual_seed(0)
+    trained, loaded = (load_stack(str(models / "tiny/sd")) for _ in range(2))
+    params = add_lora(trained.unet, 4, None, "attention+conv")
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))
+    state = lora_state(trained.unet)
+    assert any(".conv1." in k for k in state) and len(state) > 64
+    add_lora(loaded.unet, 4, None, "attention+conv")
+    set_lora_state(loaded.unet, state)
+    x, emb = torch.randn(1, 4, 8, 16), trained.text(["a street"])
+    with torch.no_grad():
+        assert torch.equal(loaded.unet(x, 10, encoder_hidden_states=emb).sample, trained.unet(x, 10, encoder_hidden_states=emb).sample)

@@ -12,7 +12,9 @@
 set -euo pipefail
 OUT=${1:-runs/methods}
 SEEDS=${2:-1}
-ITERS=${ITERS:-250} N_TRAIN=${N_TRAIN:-100} N_VAL=${N_VAL:-30} FT_STEPS=${FT_STEPS:-400} KS=${KS:-1 10}
+ITERS=${ITERS:-250} N_TRAIN=${N_TRAIN:-100} N_VAL=${N_VAL:-30} KS=${KS:-1 10}
+FT_STEPS=${FT_STEPS:-400} FT_LR=${FT_LR:-1e-3} FT_TARGETS=${FT_TARGETS:-attention}
+CITY_SEED=${CITY_SEED:-0}          # 1: the tuning city
 mkdir -p "$OUT"
 export ZODI_TOY_ROOT="$OUT/toy" HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) > 3 ? $(nproc) / 2 : 1 ))}
@@ -22,7 +24,7 @@ ROWS=(zodi-prompt $(for k in $KS; do echo "zodi-lora-$k"; done))
 
 adapter() {        # K: zodi finetune on the first K thermal train images, bound to the translation's prompt
   step "$OUT/lora-$1/finetune.txt" zodi finetune --target toy:thermal:train --num-images "$1" \
-    --prompt "driving in thermal" --model recipes/toy/model/sd --size 64x128 --steps "$FT_STEPS" --lr 1e-3 \
+    --prompt "driving in thermal" --model recipes/toy/model/sd --size 64x128 --steps "$FT_STEPS" --lr "$FT_LR" --targets "$FT_TARGETS" \
     --out "$OUT/lora-$1"
 }
 translations() {   # ROW: the clear train and val images, translated to thermal
@@ -44,7 +46,7 @@ row() {            # RUN: train it, then score it on thermal val
     --dataset toy:thermal:val --out "$R/$1/preds-thermal.h5"
 }
 
-step "$OUT/toy.txt" zodi datasets make-toy --out "$OUT/toy" --n-train "$N_TRAIN" --n-val "$N_VAL" --seed 0 \
+step "$OUT/toy.txt" zodi datasets make-toy --out "$OUT/toy" --n-train "$N_TRAIN" --n-val "$N_VAL" --seed "$CITY_SEED" \
   --conditions clear,thermal
 pair adapter $KS
 pair translations "${ROWS[@]}"

@@ -23,6 +23,8 @@ from ._types import SIZE
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="AdamW learning rate of the adapter.")
 @click.option("--rank", default=4, show_default=True, type=click.IntRange(min=1), help="LoRA rank r.")
 @click.option("--alpha", default=None, type=float, help="LoRA α [default: the rank].")
+@click.option("--targets", default="attention", show_default=True, type=click.Choice(["attention", "attention+conv"]),
+              help="Layers the adapter changes: the attention projections, or also the ResNet convolutions.")
 @click.option("--size", default=None, type=SIZE, help="Training size HxW [default: short side at --short-side].")
 @click.option("--short-side", default=512, show_default=True, type=click.IntRange(min=8), help="Training short side in pixels.")
 @click.option("--prior", default=None, help="Source images for prior preservation (e.g. cs:train).")

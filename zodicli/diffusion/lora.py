@@ -1,11 +1,12 @@
 """LoRA adapters of the diffusion UNet (``zodi finetune`` writes them, ``translate --lora`` reads them).
 
 An adapter folder holds ``pytorch_lora_weights.safetensors``, in diffusers' format (keys
-``unet.<module>.lora_A.weight`` …, what ``pipe.load_lora_weights(DIR)`` reads too), and
-``zodi_finetune.json``: the settings, the input fingerprints (the base model's among them), the
-target images used and the library versions. LoRA (Hu et al., 2022) adds ΔW = (α/r)·B·A to the
-attention projections (to_q, to_k, to_v, to_out.0); B starts at zero, so an untrained adapter is the
-base model exactly, and ``--lora-scale s`` applies s·ΔW.
+``unet.<module>.lora.down.weight`` and ``.lora.up.weight``, what ``pipe.load_lora_weights(DIR)`` reads
+too), and ``zodi_finetune.json``: the settings, the input fingerprints (the base model's among them),
+the target images used and the library versions. LoRA (Hu et al., 2022) adds ΔW = (α/r)·B·A to the
+attention projections (to_q, to_k, to_v, to_out.0), and with ``attention+conv`` to the ResNet
+convolutions too; B starts at zero, so an untrained adapter is the base model exactly, and
+``--lora-scale s`` applies s·ΔW.
 """
 from __future__ import annotations
 
@@ -17,14 +18,19 @@ from ..errors import InputError
 WEIGHTS = "pytorch_lora_weights.safetensors"
 CARD = "zodi_finetune.json"
 NAME = "zodi"
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# Which layers the adapter changes: the attention projections (DreamBooth-LoRA's usual choice), or also
+# the ResNet convolutions and the attention blocks' projections, where a small UNet keeps colour and tone.
+TARGETS = {"attention": ["to_q", "to_k", "to_v", "to_out.0"],
+           "attention+conv": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "proj_in", "proj_out"]}
 
 
-def add_lora(unet, rank: int, alpha: float | None = None) -> list:
+def add_lora(unet, rank: int, alpha: float | None = None, targets: str = "attention") -> list:
     """Inject a fresh adapter; only its parameters train. Returns them."""
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True, target_modules=TARGETS),
+    if targets not in TARGETS:
+        raise InputError(f"unknown LoRA targets {targets!r}", f"choose one of: {', '.join(TARGETS)}")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True, target_modules=TARGETS[targets]),
                      adapter_name=NAME)
     params = []
     for name, p in unet.named_parameters():
@@ -74,7 +80,7 @@ def load_lora(unet, folder, scale: float, model_fingerprint: str) -> str:
                          "pass the --model it was fine-tuned from, or fine-tune one for this model")
     state = load_file(str(folder / WEIGHTS))
     rank = card["settings"]["rank"]
-    add_lora(unet, rank, card["settings"].get("alpha"))
+    add_lora(unet, rank, card["settings"].get("alpha"), card["settings"].get("targets", "attention"))
     set_lora_state(unet, state)
     unet.set_adapters([NAME], weights=[scale])
     unet.requires_grad_(False)

@@ -42,6 +42,7 @@ class FinetuneConfig:
     lr: float = 1e-4
     rank: int = 4
     alpha: float | None = None               # LoRA α (default: the rank, so α/r = 1)
+    targets: str = "attention"               # or "attention+conv" (diffusion/lora.py: TARGETS)
     size: tuple[int, int] | None = None      # training size HxW (default: the short side at --short-side)
     short_side: int = 512
     prior: str | None = None                 # source images for prior preservation
@@ -102,7 +103,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, log) -> dict:
         for p in (state_path, card_path, out / WEIGHTS):
             p.unlink(missing_ok=True)
     torch.manual_seed(key_seed(cfg.seed, "lora-init"))          # peft draws A from the global generator
-    params = add_lora(stack.unet, cfg.rank, cfg.alpha)
+    params = add_lora(stack.unet, cfg.rank, cfg.alpha, cfg.targets)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     step = 0
     if state_path.exists():
