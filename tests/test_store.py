@@ -272,6 +272,9 @@ def test_a_resume_writes_in_proportion_to_the_items_it_adds(tmp_path):
         assert f["images"].is_virtual and [k.decode() for k in f["keys"][()]] == keys
         assert np.array_equal(f["images"][37], _image("k037")) and f["ragged/00000037"][()].tolist() == [37, 37]
     assert Artifact(out).complete
+    sizes = {r["field"]: r["bytes"] for r in Artifact(out).describe()}      # what 'zodi info' shows: the segments' bytes
+    clean = {r["field"]: r["bytes"] for r in Artifact(tmp_path / "clean.h5").describe()}
+    assert abs(sizes["images"] - clean["images"]) < 0.01 * clean["images"] and sizes["ragged"] > 0
     assert _bytes_written(lambda: _run_images(out, keys)) < 4096      # complete: nothing to do, nothing written
 
 

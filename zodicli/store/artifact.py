@@ -246,11 +246,24 @@ class Artifact:
                 shapes = {obj[k].shape for k in obj}
                 dtype = next(iter(obj.values())).dtype if len(obj) else None
                 rows.append({"field": name, "shape": "ragged " + " | ".join(map(str, sorted(shapes)[:3])),
-                             "dtype": str(dtype), "bytes": sum(obj[k].id.get_storage_size() for k in obj)})
+                             "dtype": str(dtype), "bytes": sum(_stored_size(obj[k]) for k in obj)})
             else:
                 rows.append({"field": name, "shape": str(obj.shape[1:]), "dtype": str(obj.dtype),
-                             "bytes": obj.id.get_storage_size(), **dict(obj.attrs)})
+                             "bytes": _stored_size(obj), **dict(obj.attrs)})
         return rows
+
+
+def _stored_size(ds: h5py.Dataset) -> int:
+    """Bytes a dataset takes on disk; for a virtual one (merged shards, resume segments), its share of
+    the source datasets it maps."""
+    if not ds.is_virtual:
+        return ds.id.get_storage_size()
+    total, folder = 0, Path(ds.file.filename).parent
+    for m in ds.virtual_sources():
+        with h5py.File(folder / m.file_name, "r") as f:
+            src = f[m.dset_name]
+            total += int(_stored_size(src) * m.src_space.get_select_npoints() / max(src.size, 1))
+    return total
 
 
 def open_artifact(path, allow_partial: bool = False) -> Artifact:
