@@ -114,3 +114,16 @@ def test_an_adapter_of_attention_and_convolutions_round_trips_through_its_file(m
     x, emb = torch.randn(1, 4, 8, 16), trained.text(["a street"])
     with torch.no_grad():
         assert torch.equal(loaded.unet(x, 10, encoder_hidden_states=emb).sample, trained.unet(x, 10, encoder_hidden_states=emb).sample)
+
+
+def test_prior_preservation_adds_the_source_images_loss_and_is_recorded(cli, env, tmp_path):
+    """--prior: DreamBooth's prior-preservation term on source images with their own prompt; the
+    adapter differs from one trained without it, and the source is one of the recorded inputs."""
+    assert cli("finetune", *FT, "--steps", "2", "--out", tmp_path / "plain")[0] == 0
+    code, _, err = cli("finetune", *FT, "--steps", "2", "--prior", "toy:clear:train", "--prior-prompt", "driving on a clear day",
+                       "--num-prior", "3", "--out", tmp_path / "prior")
+    assert code == 0, err
+    plain, prior = weights(tmp_path / "plain"), weights(tmp_path / "prior")
+    assert plain.keys() == prior.keys() and not all(torch.equal(plain[k], prior[k]) for k in plain)
+    card = json.loads((tmp_path / "prior/zodi_finetune.json").read_text())
+    assert card["settings"]["prior"] == "toy:clear:train" and len(card["inputs"]["prior"]) == 16

@@ -80,12 +80,14 @@ def finetune(cfg: FinetuneConfig, log=print) -> dict:
 
 
 def _finetune(cfg: FinetuneConfig, out: Path, log) -> dict:
+    from safetensors.torch import save_file
+
     from ..diffusion.lora import CARD, WEIGHTS, add_lora, lora_state, set_lora_state
     from ..diffusion.models import load_stack
     from ..runtime import choose_device
     from ..stopping import deferred_stop
     from ..store.artifact import library_versions
-    from ..store.files import write_text
+    from ..store.files import atomic_path, write_text
     from ..torchfile import load_state, save_state
     from .diffuse import DiffusionSettings, _model_inputs
 
@@ -145,10 +147,6 @@ def _finetune(cfg: FinetuneConfig, out: Path, log) -> dict:
             save(step)
             log(f"stopped at step {step}; saved {state_path}")
             raise
-    from safetensors.torch import save_file
-
-    from ..store.files import atomic_path
-
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(lora_state(stack.unet), str(tmp))
     card = {"settings": ident, "inputs": inputs, "versions": library_versions(), "steps_done": step,
