@@ -142,27 +142,36 @@ def _stack(s: DiffusionSettings, need_control: bool):
         from ..diffusion.lora import load_lora, read_card
 
         read_card(s.lora)                       # an unfinished adapter is one line before anything is hashed
-        load_lora(stack.unet, s.lora, s.lora_scale, _model_inputs(s, False)["model"])
+        load_lora(stack.unet, s.lora, s.lora_scale, model_fingerprint(s.model, s.revision, config=s.model_config)[0])
         stack.unet.to(stack.device, stack.dtype)
     return stack
+
+
+def model_fingerprint(spec: str, revision=None, pipeline: bool = True, config=None) -> tuple[str, str | None]:
+    """``SPEC@HASH`` of a model's files as load_stack reads them (plus its config folder's, for a single
+    file), and the Hub commit it came from, if any."""
+    from ..diffusion.hub import commit_of
+    from ..diffusion.models import resolve
+    from ..store.fingerprint import tree_fingerprint
+
+    path, preset_cfg = resolve(spec, revision, pipeline)
+    cfg = Path(config) if config else preset_cfg
+    extra = f"+{tree_fingerprint(cfg)}" if path.is_file() and cfg else ""
+    return f"{spec}@{tree_fingerprint(path)}{extra}", commit_of(path)
 
 
 def _model_inputs(s: DiffusionSettings, control: bool) -> dict:
     """The models as recorded inputs: each spec with a hash of its files (after _stack checked they
     exist), so retrained weights under the same path or preset never resume an old output."""
-    from ..diffusion.hub import commit_of
-    from ..diffusion.models import resolve
-    from ..store.fingerprint import file_fingerprint, tree_fingerprint
+    from ..store.fingerprint import file_fingerprint
 
     out = {}
 
-    def fp(name, spec, revision=None, pipeline=True, config=None):   # as load_stack reads them
-        path, preset_cfg = resolve(spec, revision, pipeline)
-        cfg = Path(config) if config else preset_cfg
-        commit = commit_of(path)
+    def fp(name, spec, revision=None, pipeline=True, config=None):
+        fingerprint, commit = model_fingerprint(spec, revision, pipeline, config)
         if commit:                              # a Hub snapshot: its commit is provenance too
             out[f"{name}_commit"] = commit
-        return f"{spec}@{tree_fingerprint(path)}" + (f"+{tree_fingerprint(cfg)}" if path.is_file() and cfg else "")
+        return fingerprint
 
     out["model"] = fp("model", s.model, s.revision, config=s.model_config)
     if control:

@@ -89,15 +89,14 @@ def _finetune(cfg: FinetuneConfig, out: Path, log) -> dict:
     from ..store.artifact import library_versions
     from ..store.files import atomic_path, write_text
     from ..torchfile import load_state, save_state
-    from .diffuse import DiffusionSettings, _model_inputs
+    from .diffuse import model_fingerprint
 
     device = choose_device(cfg.device)
     stack = load_stack(cfg.model, None, device, torch.float32, cfg.model_config, revision=cfg.revision)
     target, keys = _images(cfg, cfg.target, cfg.num_images, exact=True)
     prior, prior_keys = _images(cfg, cfg.prior, cfg.num_prior) if cfg.prior else (None, [])
     inputs = {"target": target.fingerprint(), "target_keys": keys,
-              "model": _model_inputs(DiffusionSettings(src="", out="", model=cfg.model, revision=cfg.revision,
-                                                       model_config=cfg.model_config, controlnet=None), False)["model"],
+              "model": model_fingerprint(cfg.model, cfg.revision, config=cfg.model_config)[0],
               **({"prior": prior.fingerprint()} if prior is not None else {})}
     ident = identity(cfg)
     state_path, card_path = out / "state.pt", out / CARD

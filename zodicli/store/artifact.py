@@ -794,7 +794,7 @@ class ArtifactWriter:
         """Segments the main file no longer reads (after a full fold, or written by a killed fold)."""
         if not self.segments.is_dir():
             return
-        keep = {p.name for p in self._main_contents()[1] if p.parent == self.segments}
+        keep = {p.name for p in (reads(self.path) if self.path.exists() else []) if p.parent == self.segments}
         for p in self.segments.iterdir():
             if p.name not in keep:
                 p.unlink()

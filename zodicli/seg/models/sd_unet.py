@@ -46,7 +46,7 @@ class SDUNetSegmenter(nn.Module):
         time_dim = self.unet.time_embedding.linear_2.out_features
         self.time_offset = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, time_dim), std=0.02))
         self.alpha_time = nn.Parameter(torch.zeros(time_dim))
-        self._time_hook = self.unet.time_embedding.register_forward_hook(self._add_time_offset)
+        self.unet.time_embedding.register_forward_hook(self._add_time_offset)
         gen = torch.Generator().manual_seed(42)
         self.register_buffer("fixed_noise", torch.randn(1, self.unet.config.in_channels, 64, 64, generator=gen), persistent=False)
         self.dplg_t = 0
@@ -70,7 +70,7 @@ class SDUNetSegmenter(nn.Module):
         for m in self.unet.modules():
             m._forward_hooks.clear()
         self._rec = FeatureRecorder(self.unet, self._names, detach=False)
-        self._time_hook = self.unet.time_embedding.register_forward_hook(self._add_time_offset)
+        self.unet.time_embedding.register_forward_hook(self._add_time_offset)
 
     def _add_time_offset(self, module, args, emb):
         """The learned time embedding: tanh(α_τ)⊙τ added to the UNet's own, (N, D)."""
